@@ -1,0 +1,5 @@
+import sys
+
+from gdpw.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,123 @@
+"""The ``gdpw`` command. Each sub-command lives in a small function; errors users can fix are
+printed as one line on stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXAMPLES = """examples:
+  gdpw convert released_neural_codes.pth -o gdpw_neural_codes.pt
+  gdpw inspect gdpw_neural_codes.pt --forward 256
+  gdpw render -o renders/            # guidance patterns of the demo head
+"""
+
+
+class UserError(Exception):
+    """An error with a one-line message for the user (bad input, missing asset)."""
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from gdpw.model.checkpoint import convert_official
+
+    ckpt = convert_official(args.checkpoint, args.output, allow_pickle=args.allow_pickle)
+    n = sum(v.numel() for v in ckpt.generator.values() if v.is_floating_point())
+    print(
+        f"converted {args.checkpoint} -> {args.output}: guidance={ckpt.generator_config.guidance}, "
+        f"levels={ckpt.generator_config.num_levels}, {n / 1e6:.1f}M generator values, "
+        f"discriminator={'yes' if ckpt.discriminator else 'no'}, step={ckpt.global_step}"
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    import torch
+
+    from gdpw.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint, allow_pickle=args.allow_pickle)
+    gen = ckpt.build_generator()
+    n_params = sum(p.numel() for p in gen.parameters())
+    print(f"generator: {ckpt.generator_config}")
+    print(f"generator parameters: {n_params:,}")
+    if ckpt.discriminator_config is not None:
+        print(f"discriminator: {ckpt.discriminator_config}")
+    print(f"global_step: {ckpt.global_step}")
+    if args.forward:
+        size = args.forward
+        cfg = ckpt.generator_config
+        gen_ = torch.Generator().manual_seed(0)
+        img = torch.rand(1, 3, size, size, generator=gen_)
+        disp = 0.05 * torch.randn(1, 2, size, size, generator=gen_)
+        codes = torch.rand(1, cfg.embed_dim, size, size, generator=gen_)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = gen(img, disp, codes, codes)
+        secs = time.perf_counter() - start
+        finite = bool(torch.isfinite(out.rec_img_d).all())
+        print(f"forward {size}x{size}: output {tuple(out.rec_img_d.shape)}, finite={finite}, {secs:.2f} s")
+        if not finite:
+            raise UserError("the forward pass produced non-finite values")
+
+
+def _add_allow_pickle(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load files that need full unpickling (only for files you trust)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gdpw",
+        description="Geometry-driven progressive warping for one-shot face animation.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "convert",
+        help="check a released GDPW checkpoint and write it in gdpw's format",
+        epilog="example: gdpw convert released.pth -o gdpw.pt",
+    )
+    p.add_argument("checkpoint", help="released .pth file ({generator, discriminator, global_step})")
+    p.add_argument("-o", "--output", required=True, help="where to write the gdpw checkpoint")
+    _add_allow_pickle(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser(
+        "inspect",
+        help="print a checkpoint's configuration, optionally run one forward pass",
+        epilog="example: gdpw inspect gdpw.pt --forward 256",
+    )
+    p.add_argument("checkpoint", help="gdpw or released checkpoint")
+    p.add_argument("--forward", type=int, metavar="SIZE", help="run the generator on random SIZExSIZE inputs")
+    _add_allow_pickle(p)
+    p.set_defaults(func=cmd_inspect)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from gdpw.model.checkpoint import CheckpointError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except (UserError, CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"gdpw {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

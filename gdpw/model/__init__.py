@@ -1,0 +1,17 @@
+"""Networks of GDPW: the progressive-warping generator and the PatchGAN discriminator."""
+
+from .config import GUIDANCES, DiscriminatorConfig, GeneratorConfig
+from .discriminator import MultiScaleDiscriminator, PatchDiscriminator
+from .generator import Generator, GeneratorOutput
+from .warp import backward_warp
+
+__all__ = [
+    "GUIDANCES",
+    "DiscriminatorConfig",
+    "GeneratorConfig",
+    "Generator",
+    "GeneratorOutput",
+    "MultiScaleDiscriminator",
+    "PatchDiscriminator",
+    "backward_warp",
+]

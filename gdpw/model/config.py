@@ -1,0 +1,106 @@
+"""Typed configurations of the networks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+Guidance = Literal["neural_codes", "geom_disp", "both"]
+GUIDANCES: tuple[str, ...] = ("neural_codes", "geom_disp", "both")
+FLOW_CHANNELS = 2
+
+
+def _known_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data``; raises if it names a field ``cls`` does not have."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return dict(data)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Hyper-parameters of the progressive-warping generator.
+
+    The defaults are the released full-size network (141.8M parameters for ``neural_codes``).
+    Channels at stride ``s`` are ``min(max_chns, max(int(base_chns * shrink_ratio * s), 16))``.
+    """
+
+    guidance: Guidance = "neural_codes"
+    base_chns: int = 64
+    shrink_ratio: float = 0.5
+    max_chns: int = 1024
+    num_levels: int = 6
+    embed_dim: int = 16
+    num_verts: int = 5023
+    alpha_blend: bool = False
+    spectral_norm: bool = True
+    # False reproduces the released weights; True is the corrected, consistent warp convention.
+    warp_align_corners: bool = False
+
+    def __post_init__(self) -> None:
+        if self.guidance not in GUIDANCES:
+            raise ValueError(f"guidance must be one of {GUIDANCES}, got {self.guidance!r}")
+        if self.num_levels < 2:
+            raise ValueError(f"num_levels must be at least 2, got {self.num_levels}")
+
+    @property
+    def uses_codes(self) -> bool:
+        return self.guidance in ("neural_codes", "both")
+
+    @property
+    def uses_geom_disp(self) -> bool:
+        return self.guidance in ("geom_disp", "both")
+
+    @property
+    def input_channels(self) -> int:
+        """Encoder input: RGB plus the source's rendered codes when codes are used."""
+        return 3 + (self.embed_dim if self.uses_codes else 0)
+
+    @property
+    def guidance_channels(self) -> int:
+        """SPADE modulation: driving codes, then the displacement field, as guidance asks."""
+        return (self.embed_dim if self.uses_codes else 0) + (FLOW_CHANNELS if self.uses_geom_disp else 0)
+
+    @property
+    def strides(self) -> list[int]:
+        return [2**i for i in range(self.num_levels)]
+
+    def channels(self, stride: int) -> int:
+        return min(self.max_chns, max(int(self.base_chns * self.shrink_ratio * stride), 16))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+        return cls(**_known_keys(cls, data))
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """Hyper-parameters of the (multi-scale) PatchGAN discriminator; defaults are the released one."""
+
+    scales: tuple[int, ...] = (1,)
+    base_chns: int = 32
+    max_chns: int = 512
+    num_blocks: int = 4
+    shrink_ratio: float = 1.0
+    in_chns: int = 3
+    spectral_norm: bool = True
+
+    def channels(self) -> list[int]:
+        nf = max(int(self.base_chns * self.shrink_ratio), 16)
+        return [self.in_chns] + [min(nf * 2**i, self.max_chns) for i in range(self.num_blocks)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scales"] = list(self.scales)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DiscriminatorConfig":
+        data = _known_keys(cls, data)
+        if "scales" in data:
+            data["scales"] = tuple(data["scales"])
+        return cls(**data)

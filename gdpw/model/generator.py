@@ -1,0 +1,170 @@
+"""The progressive-warping generator of GDPW.
+
+The network takes tensors only: the source image, the rendered geometric displacement field and
+the rendered neural codes (see ``gdpw.render``). Rasterisation happens outside it; the learnable
+per-vertex codes live here as ``embeds`` (the released checkpoints' key) so that the renderer can
+read them and training updates them.
+
+Module names follow the released checkpoints so that their state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GeneratorConfig
+from .layers import AntiAliasDownsample, ConvBlock, SpadeResBlock
+from .warp import backward_warp, pixels_to_ndc_flow
+
+
+@dataclass
+class GeneratorOutput:
+    """What one generator pass returns; all maps are (B, C, H, W).
+
+    ``mesh_flows`` and ``flows`` are keyed by level name (``"x1"``, ``"x2"``, ...): the
+    displacement field resized to each level, and the flow predicted at the next coarser level
+    and upsampled to this one (NDC offsets, driving-to-source).
+    """
+
+    mesh_flows: dict[str, torch.Tensor]
+    flows: dict[str, torch.Tensor]
+    warp_img_s: torch.Tensor
+    out_img: torch.Tensor
+    alpha: torch.Tensor
+    rec_img_d: torch.Tensor
+
+
+def level(stride: int) -> str:
+    return f"x{stride}"
+
+
+class Generator(nn.Module):
+    """Encoder + decoder of progressive warping modules (SPADE block, flow head, upsampling)."""
+
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        nf = cfg.channels
+        sn = cfg.spectral_norm
+        mod_chns = cfg.guidance_channels
+
+        self.down_layers = nn.ModuleDict()
+        self.shortcut_layers = nn.ModuleDict()
+        self.downsamples = nn.ModuleDict()
+        for s in cfg.strides:
+            if s == 1:
+                self.down_layers[level(s)] = ConvBlock(cfg.input_channels, nf(s), spectral_norm=sn)
+            else:
+                self.down_layers[level(s)] = ConvBlock(nf(s // 2), nf(s), resample="down", spectral_norm=sn)
+            self.shortcut_layers[level(s)] = ConvBlock(nf(s), nf(s), spectral_norm=sn)
+            self.downsamples[level(s)] = AntiAliasDownsample(mod_chns, 1.0 / s)
+
+        self.up_layers = nn.ModuleDict()
+        for s in reversed(cfg.strides):
+            if s == 1:
+                self.up_layers["x1_out"] = nn.Conv2d(nf(1) * 2, 4, kernel_size=3, padding=1)
+            else:
+                self.up_layers[f"x{s}_spade"] = SpadeResBlock(nf(s) * 2, nf(s), mod_chns, nf(s), sn)
+                self.up_layers[f"x{s}_flow"] = nn.Conv2d(nf(s), 2, kernel_size=3, padding=1)
+                self.up_layers[f"x{s}_up"] = ConvBlock(nf(s), nf(s // 2), resample="up", spectral_norm=sn)
+
+        if cfg.uses_codes:
+            self.embeds = nn.Parameter(torch.rand(cfg.num_verts, cfg.embed_dim))
+
+    def modulation(self, geom_disp: torch.Tensor | None, codes_d: torch.Tensor | None) -> torch.Tensor:
+        """The SPADE guidance map at full resolution: driving codes, then displacement field."""
+        parts = []
+        if self.cfg.uses_codes:
+            parts.append(_require(codes_d, "codes_d", self.cfg))
+        if self.cfg.uses_geom_disp:
+            parts.append(_require(geom_disp, "geom_disp", self.cfg))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def forward(
+        self,
+        img_s: torch.Tensor,
+        geom_disp: torch.Tensor | None = None,
+        codes_s: torch.Tensor | None = None,
+        codes_d: torch.Tensor | None = None,
+    ) -> GeneratorOutput:
+        """Animate ``img_s`` (B, 3, H, W) in [0, 1].
+
+        geom_disp: (B, 2, H, W) source-minus-driving NDC offsets rendered on the driving mesh,
+            needed for guidance ``geom_disp`` and ``both``.
+        codes_s, codes_d: (B, embed_dim, H, W) neural codes rendered on the source and driving
+            meshes, needed for guidance ``neural_codes`` and ``both``.
+        H and W must be divisible by 2 ** (num_levels - 1).
+        """
+        cfg = self.cfg
+        _check_size(img_s, cfg)
+        align = cfg.warp_align_corners
+
+        # encoder
+        out = torch.cat([img_s, _require(codes_s, "codes_s", cfg)], dim=1) if cfg.uses_codes else img_s
+        feats: dict[str, torch.Tensor] = {}
+        for name, layer in self.down_layers.items():
+            out = layer(out)
+            feats[name] = out
+
+        # guidance pyramid; the displacement field per level (zeros when it is not an input)
+        mod = self.modulation(geom_disp, codes_d)
+        mods: dict[str, torch.Tensor] = {}
+        mesh_flows: dict[str, torch.Tensor] = {}
+        flow_start = cfg.embed_dim if cfg.guidance == "both" else 0
+        for name, down in self.downsamples.items():
+            mods[name] = down(mod)
+            if cfg.uses_geom_disp:
+                mesh_flows[name] = mods[name][:, flow_start : flow_start + 2]
+            else:
+                mesh_flows[name] = torch.zeros_like(mods[name][:, :2])
+        if geom_disp is not None:  # reported at full resolution whatever the guidance
+            mesh_flows["x1"] = geom_disp
+
+        # bottleneck: warp the coarsest features by the displacement field
+        coarsest = level(cfg.strides[-1])
+        out = torch.cat([out, backward_warp(out, mesh_flows[coarsest], align)], dim=1)
+
+        # decoder: progressive warping modules
+        flow: torch.Tensor | None = None
+        flows: dict[str, torch.Tensor] = {}
+        for s in reversed(cfg.strides):
+            name = level(s)
+            if flow is not None:
+                flows[name] = flow
+                shortcut = backward_warp(self.shortcut_layers[name](feats[name]), flow, align)
+                out = torch.cat([out, shortcut], dim=1)
+            if s == 1:
+                out = self.up_layers["x1_out"](out)
+                break
+            out = self.up_layers[f"{name}_spade"](out, mods[name])
+            flow_px = F.interpolate(self.up_layers[f"{name}_flow"](out), scale_factor=2.0, mode="bilinear")
+            flow = pixels_to_ndc_flow(flow_px)
+            out = self.up_layers[f"{name}_up"](out)
+
+        assert flow is not None
+        out_img = torch.sigmoid(out[:, :3])
+        alpha = torch.sigmoid(out[:, 3:4])
+        warp_img_s = backward_warp(img_s, flow, align)
+        rec_img_d = out_img * alpha + warp_img_s * (1 - alpha) if cfg.alpha_blend else out_img
+        return GeneratorOutput(mesh_flows, flows, warp_img_s, out_img, alpha, rec_img_d)
+
+
+def _require(x: torch.Tensor | None, name: str, cfg: GeneratorConfig) -> torch.Tensor:
+    if x is None:
+        raise ValueError(f"guidance {cfg.guidance!r} needs {name}, got None")
+    return x
+
+
+def _check_size(img: torch.Tensor, cfg: GeneratorConfig) -> None:
+    if img.ndim != 4 or img.shape[1] != 3:
+        raise ValueError(f"img_s must be (B, 3, H, W), got {tuple(img.shape)}")
+    m = 2 ** (cfg.num_levels - 1)
+    if img.shape[2] % m or img.shape[3] % m or img.shape[2] < 2 * m or img.shape[3] < 2 * m:
+        raise ValueError(
+            f"image size {tuple(img.shape[2:])} must be a multiple of {m} and at least {2 * m} "
+            f"for {cfg.num_levels} levels"
+        )

@@ -1,0 +1,83 @@
+"""The network reproduces the official GDPW network's outputs (../shared/fixtures/official_gdpw)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdpw.model import GeneratorConfig
+from gdpw.model.checkpoint import checkpoint_from_official
+
+ATOL = 1e-5
+
+
+def _close(name: str, got: torch.Tensor, ref: torch.Tensor) -> None:
+    assert got.shape == ref.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
+    err = (got - ref).abs().max().item()
+    assert err <= ATOL, f"{name}: max abs error {err:.3g} > {ATOL}"
+
+
+@pytest.mark.parametrize("guidance", ["neural_codes", "geom_disp", "both"])
+def test_generator_matches_official(official_fixtures: Path, guidance: str) -> None:
+    fx = torch.load(official_fixtures / f"generator_{guidance}.pt", weights_only=False)
+    # Through the same converter users run on released files.
+    ckpt = checkpoint_from_official({"generator": fx["state_dict"], "global_step": 0})
+    cfg = ckpt.generator_config
+    assert cfg.guidance == guidance
+    assert cfg.num_levels == fx["num_levels"]
+    assert {f"x{s}": cfg.channels(s) for s in cfg.strides} == fx["channels_per_level"]
+    gen = ckpt.build_generator()
+    inp = fx["inputs"]
+    with torch.no_grad():
+        out = gen(inp["img_s"], inp["mesh_flow_d2s"], inp["codes_s"], inp["codes_d"])
+    ref = fx["outputs"]
+    for key in ("warp_img_s", "out_img", "alpha", "rec_img_d"):
+        _close(key, getattr(out, key), ref[key])
+    for group in ("mesh_flows", "flows"):
+        got = getattr(out, group)
+        assert sorted(got) == sorted(ref[group]), f"{group} levels differ"
+        for lvl, t in ref[group].items():
+            _close(f"{group}.{lvl}", got[lvl], t)
+
+
+def test_discriminator_matches_official(official_fixtures: Path) -> None:
+    fx = torch.load(official_fixtures / "discriminator_x1.pt", weights_only=False)
+    gen_fx = torch.load(official_fixtures / "generator_geom_disp.pt", weights_only=False)
+    ckpt = checkpoint_from_official({"generator": gen_fx["state_dict"], "discriminator": fx["state_dict"]})
+    disc = ckpt.build_discriminator()
+    with torch.no_grad():
+        feats, logits = disc(fx["inputs"]["img"])
+    assert len(feats) == len(fx["outputs"]["feats"]) and len(logits) == len(fx["outputs"]["logits"])
+    for i, (a, b) in enumerate(zip(feats, fx["outputs"]["feats"])):
+        _close(f"feats[{i}]", a, b)
+    for i, (a, b) in enumerate(zip(logits, fx["outputs"]["logits"])):
+        _close(f"logits[{i}]", a, b)
+
+
+def test_corrected_warp_convention_differs_and_is_identity_at_zero_flow() -> None:
+    from gdpw.model.warp import backward_warp
+
+    img = torch.rand(1, 3, 16, 16)
+    zero = torch.zeros(1, 2, 16, 16)
+    assert torch.allclose(backward_warp(img, zero, align_corners=True), img, atol=1e-6)
+    assert not torch.allclose(backward_warp(img, zero, align_corners=False), img, atol=1e-3)
+    # A flow of exactly one pixel (2/(W-1) in NDC) shifts the image by one pixel.
+    one_px = torch.zeros(1, 2, 16, 16)
+    one_px[:, 0] = 2.0 / 15
+    shifted = backward_warp(img, one_px, align_corners=True)
+    assert torch.allclose(shifted[..., :-1], img[..., 1:], atol=1e-5)
+
+
+def test_config_switches_warp_convention(official_fixtures: Path) -> None:
+    fx = torch.load(official_fixtures / "generator_geom_disp.pt", weights_only=False)
+    ckpt = checkpoint_from_official({"generator": fx["state_dict"]})
+    legacy = ckpt.build_generator()
+    ckpt.generator_config = GeneratorConfig.from_dict({**ckpt.generator_config.to_dict(), "warp_align_corners": True})
+    fixed = ckpt.build_generator()
+    inp = fx["inputs"]
+    with torch.no_grad():
+        a = legacy(inp["img_s"], inp["mesh_flow_d2s"]).warp_img_s
+        b = fixed(inp["img_s"], inp["mesh_flow_d2s"]).warp_img_s
+    assert (a - b).abs().max() > 1e-3
