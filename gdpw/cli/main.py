@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from gdpw.cli import render
+
 EXAMPLES = """examples:
   gdpw convert released_neural_codes.pth -o gdpw_neural_codes.pt
   gdpw inspect gdpw_neural_codes.pt --forward 256
@@ -99,10 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_allow_pickle(p)
     p.set_defaults(func=cmd_inspect)
 
+    render.add_parser(sub)
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gdpw.flame.io import FlameFileError
     from gdpw.model.checkpoint import CheckpointError
 
     parser = build_parser()
@@ -110,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (UserError, CheckpointError, FileNotFoundError, ValueError) as err:
+    except (UserError, CheckpointError, FlameFileError, FileNotFoundError, ValueError) as err:
         print(f"gdpw {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

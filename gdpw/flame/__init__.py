@@ -1,0 +1,19 @@
+"""FLAME head model: file loading, the layer, cameras and the built-in demo head."""
+
+from .camera import orthographic, perspective
+from .flame import DEMO_HEAD, FLAME, FlameOutput, FlameParams, resolve_flame_path
+from .io import FlameData, FlameFileError, load_flame, load_landmark_embedding
+
+__all__ = [
+    "DEMO_HEAD",
+    "FLAME",
+    "FlameData",
+    "FlameFileError",
+    "FlameOutput",
+    "FlameParams",
+    "load_flame",
+    "load_landmark_embedding",
+    "orthographic",
+    "perspective",
+    "resolve_flame_path",
+]

@@ -1,0 +1,132 @@
+"""The FLAME head model as a PyTorch layer (in the style of ``smplx``).
+
+Joints: 0 global (root), 1 neck, 2 jaw, 3 left eye, 4 right eye. Buffers are registered from the
+model file; ``forward`` takes explicit tensors and returns explicit tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import FlameData, load_flame
+from .lbs import lbs
+
+DEMO_HEAD = Path(__file__).resolve().parents[1] / "assets" / "demo_head.npz"
+NUM_JOINTS = 5
+
+
+@dataclass
+class FlameParams:
+    """FLAME parameters of a batch; every field is (B, n). Missing fields are zeros."""
+
+    shape: torch.Tensor | None = None
+    expression: torch.Tensor | None = None
+    global_pose: torch.Tensor | None = None  # (B, 3) axis-angle
+    neck_pose: torch.Tensor | None = None  # (B, 3)
+    jaw_pose: torch.Tensor | None = None  # (B, 3)
+    eye_pose: torch.Tensor | None = None  # (B, 6) left then right eye
+
+    def batch_size(self) -> int:
+        for v in (self.shape, self.expression, self.global_pose, self.neck_pose, self.jaw_pose, self.eye_pose):
+            if v is not None:
+                return int(v.shape[0])
+        return 1
+
+
+@dataclass
+class FlameOutput:
+    vertices: torch.Tensor  # (B, V, 3)
+    joints: torch.Tensor  # (B, 5, 3)
+    landmarks: torch.Tensor | None = field(default=None)  # (B, L, 3) when an embedding is loaded
+
+
+def resolve_flame_path(path: str | os.PathLike[str] | None) -> Path:
+    """The given FLAME file, or the built-in demo head when ``path`` is None."""
+    return DEMO_HEAD if path is None else Path(path)
+
+
+class FLAME(nn.Module):
+    """FLAME: shape and expression blendshapes, pose correctives and linear blend skinning."""
+
+    def __init__(
+        self,
+        model: FlameData | str | os.PathLike[str] | None = None,
+        n_shape: int | None = None,
+        n_expression: int | None = None,
+        landmark_embedding: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        data = model if isinstance(model, FlameData) else load_flame(resolve_flame_path(model))
+        self.n_shape = data.n_shape if n_shape is None else min(n_shape, data.n_shape)
+        self.n_expression = data.n_expression if n_expression is None else min(n_expression, data.n_expression)
+        shape_dirs = data.shapedirs[:, :, : self.n_shape]
+        exp_dirs = data.shapedirs[:, :, data.n_shape : data.n_shape + self.n_expression]
+        f32 = torch.float32
+        self.register_buffer("v_template", torch.as_tensor(data.v_template, dtype=f32))
+        self.register_buffer("shapedirs", torch.as_tensor(np.concatenate([shape_dirs, exp_dirs], axis=2), dtype=f32))
+        n_pose = data.posedirs.shape[2]
+        self.register_buffer(
+            "posedirs", torch.as_tensor(data.posedirs.reshape(-1, n_pose).T.copy(), dtype=f32)
+        )  # ((J - 1) * 9, V * 3)
+        self.register_buffer("J_regressor", torch.as_tensor(data.j_regressor, dtype=f32))
+        self.register_buffer("lbs_weights", torch.as_tensor(data.weights, dtype=f32))
+        parents = data.kintree_table[0].copy()
+        parents[0] = -1
+        self.register_buffer("parents", torch.as_tensor(parents, dtype=torch.long))
+        self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.long))
+        if landmark_embedding is None and data.lmk_faces_idx is not None and data.lmk_bary_coords is not None:
+            landmark_embedding = (data.lmk_faces_idx, data.lmk_bary_coords)
+        lmk_faces = lmk_bary = None
+        if landmark_embedding is not None:
+            lmk_faces = torch.as_tensor(landmark_embedding[0], dtype=torch.long)
+            lmk_bary = torch.as_tensor(landmark_embedding[1], dtype=f32)
+        self.register_buffer("lmk_faces_idx", lmk_faces)
+        self.register_buffer("lmk_bary_coords", lmk_bary)
+        self.uvs = None if data.uvs is None else torch.as_tensor(data.uvs, dtype=f32)
+        self.uv_faces = None if data.uv_faces is None else torch.as_tensor(data.uv_faces, dtype=torch.long)
+
+    @property
+    def num_verts(self) -> int:
+        return int(self.v_template.shape[0])
+
+    def _param(self, value: torch.Tensor | None, batch: int, width: int, name: str) -> torch.Tensor:
+        if value is None:
+            return self.v_template.new_zeros(batch, width)
+        if value.ndim != 2 or value.shape[0] != batch:
+            raise ValueError(f"FLAME {name} must be ({batch}, n), got {tuple(value.shape)}")
+        if value.shape[1] > width:
+            raise ValueError(f"FLAME {name} has {value.shape[1]} values, the model takes at most {width}")
+        return nn.functional.pad(value.to(self.v_template), (0, width - value.shape[1]))
+
+    def forward(self, params: FlameParams) -> FlameOutput:
+        b = params.batch_size()
+        shape = self._param(params.shape, b, self.n_shape, "shape")
+        expression = self._param(params.expression, b, self.n_expression, "expression")
+        pose = torch.cat(
+            [
+                self._param(params.global_pose, b, 3, "global_pose"),
+                self._param(params.neck_pose, b, 3, "neck_pose"),
+                self._param(params.jaw_pose, b, 3, "jaw_pose"),
+                self._param(params.eye_pose, b, 6, "eye_pose"),
+            ],
+            dim=1,
+        )
+        betas = torch.cat([shape, expression], dim=1)
+        verts, joints = lbs(
+            betas, pose, self.v_template, self.shapedirs, self.posedirs, self.J_regressor, self.parents, self.lbs_weights
+        )
+        landmarks = None
+        if self.lmk_faces_idx is not None and self.lmk_bary_coords is not None:
+            landmarks = self.landmarks(verts, self.lmk_faces_idx, self.lmk_bary_coords)
+        return FlameOutput(verts, joints, landmarks)
+
+    def landmarks(self, verts: torch.Tensor, faces_idx: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+        """Points on the mesh given by triangle ids and barycentric coordinates: (B, L, 3)."""
+        tri = verts[:, self.faces[faces_idx]]  # (B, L, 3 corners, 3)
+        return (tri * bary[None, :, :, None]).sum(dim=2)

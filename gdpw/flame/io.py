@@ -1,0 +1,242 @@
+"""Reading FLAME model files without chumpy or scipy.
+
+The official ``generic_model.pkl`` (FLAME 2020 / 2023) is a Python-2 pickle whose arrays are
+chumpy ``Ch`` objects and whose joint regressor is a scipy sparse matrix. A restricted unpickler
+maps those classes to small stand-ins and refuses every other class, so loading needs neither
+package and runs no foreign code. ``.npz`` files with the same keys load too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FLAME_SHAPE_COMPONENTS = 300  # FLAME files: the first 300 blendshapes are identity, the rest expression
+
+
+class FlameFileError(ValueError):
+    """A FLAME file that cannot be used; the message is one line for users."""
+
+
+class _ChumpyStandIn:
+    """Receives the pickled state of a chumpy ``Ch``; its array is ``state['x']``."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def to_numpy(self) -> np.ndarray:
+        state = getattr(self, "state", None)
+        if isinstance(state, dict) and "x" in state:
+            return np.asarray(_to_array(state["x"]))
+        raise FlameFileError("unsupported chumpy object in FLAME file (no 'x' array)")
+
+
+class _SparseStandIn:
+    """Receives the pickled state of a scipy CSC/CSR matrix."""
+
+    fmt = "csc"
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def to_numpy(self) -> np.ndarray:
+        st = self.state
+        shape = st.get("_shape", st.get("shape"))
+        data, indices, indptr = (np.asarray(st[k]) for k in ("data", "indices", "indptr"))
+        dense = np.zeros(shape, dtype=np.float64)
+        for outer in range(len(indptr) - 1):
+            lo, hi = indptr[outer], indptr[outer + 1]
+            if self.fmt == "csc":
+                dense[indices[lo:hi], outer] = data[lo:hi]
+            else:
+                dense[outer, indices[lo:hi]] = data[lo:hi]
+        return dense
+
+
+class _CsrStandIn(_SparseStandIn):
+    fmt = "csr"
+
+
+_ALLOWED = {
+    ("copy_reg", "_reconstructor"),
+    ("copyreg", "_reconstructor"),
+    ("__builtin__", "object"),
+    ("builtins", "object"),
+    ("__builtin__", "set"),  # chumpy objects keep sets in their state
+    ("builtins", "set"),
+    ("__builtin__", "frozenset"),
+    ("builtins", "frozenset"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+class _FlameUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".")[0] == "chumpy":
+            return _ChumpyStandIn
+        if module.startswith("scipy.sparse"):
+            if name == "csc_matrix":
+                return _SparseStandIn
+            if name == "csr_matrix":
+                return _CsrStandIn
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise FlameFileError(f"FLAME file holds an unexpected object {module}.{name}; refusing to load it")
+
+
+def _to_array(value: Any) -> Any:
+    if isinstance(value, (_ChumpyStandIn, _SparseStandIn)):
+        return value.to_numpy()
+    return value
+
+
+@dataclass
+class FlameData:
+    """The arrays of a FLAME model file, as numpy, in FLAME's layout."""
+
+    v_template: np.ndarray  # (V, 3)
+    shapedirs: np.ndarray  # (V, 3, K) identity then expression blendshapes
+    posedirs: np.ndarray  # (V, 3, (J - 1) * 9)
+    j_regressor: np.ndarray  # (J, V), dense
+    weights: np.ndarray  # (V, J)
+    kintree_table: np.ndarray  # (2, J)
+    faces: np.ndarray  # (F, 3) int
+    n_shape: int  # identity components in shapedirs
+    uvs: np.ndarray | None = None  # (T, 2) texture coordinates
+    uv_faces: np.ndarray | None = None  # (F, 3) indices into uvs
+    lmk_faces_idx: np.ndarray | None = None  # (68,) static 68-point landmark triangles
+    lmk_bary_coords: np.ndarray | None = None  # (68, 3)
+
+    @property
+    def num_verts(self) -> int:
+        return int(self.v_template.shape[0])
+
+    @property
+    def n_expression(self) -> int:
+        return int(self.shapedirs.shape[2] - self.n_shape)
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    if path.suffix == ".npz" or data[:4] == b"PK\x03\x04":
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+            raise FlameFileError(f"{path}: not a readable FLAME .npz ({err})") from None
+    try:
+        raw = _FlameUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except FlameFileError as err:
+        raise FlameFileError(f"{path}: {err}") from None
+    except Exception as err:  # truncated or random bytes raise many exception types
+        raise FlameFileError(f"{path}: not a readable FLAME pickle ({type(err).__name__}: {err})") from None
+    if not isinstance(raw, dict):
+        raise FlameFileError(f"{path}: holds a {type(raw).__name__}, not a FLAME dict")
+    return {k: _to_array(v) for k, v in raw.items()}
+
+
+_REQUIRED = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
+
+
+def load_flame(path: str | os.PathLike[str]) -> FlameData:
+    """Read ``generic_model.pkl`` (FLAME 2020/2023), a FLAME ``.npz``, or gdpw's demo head."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlameFileError(
+            f"FLAME model not found: {path} (download generic_model.pkl from the FLAME website, "
+            "or omit --flame to use the built-in demo head)"
+        )
+    raw = _read_raw(path)
+    for key in _REQUIRED:
+        if key not in raw:
+            raise FlameFileError(f"{path}: missing FLAME key {key!r}")
+    try:
+        v_template = np.asarray(raw["v_template"], dtype=np.float32)
+        num_verts = v_template.shape[0]
+        shapedirs = np.asarray(raw["shapedirs"], dtype=np.float32)
+        posedirs = np.asarray(raw["posedirs"], dtype=np.float32).reshape(num_verts, 3, -1)
+        weights = np.asarray(raw["weights"], dtype=np.float32)
+        j_regressor = np.asarray(raw["J_regressor"], dtype=np.float32)
+        kintree = np.asarray(raw["kintree_table"]).astype(np.int64)
+        faces = np.asarray(raw["f"]).astype(np.int64)
+        n_shape = int(raw["n_shape"]) if "n_shape" in raw else FLAME_SHAPE_COMPONENTS
+        data = FlameData(
+            v_template=v_template,
+            shapedirs=shapedirs,
+            posedirs=posedirs,
+            j_regressor=j_regressor,
+            weights=weights,
+            kintree_table=kintree,
+            faces=faces,
+            n_shape=min(n_shape, shapedirs.shape[2]),
+            uvs=np.asarray(raw["vt"], dtype=np.float32) if "vt" in raw else None,
+            uv_faces=np.asarray(raw["ft"]).astype(np.int64) if "ft" in raw else None,
+            lmk_faces_idx=np.asarray(raw["lmk_faces_idx"]).astype(np.int64) if "lmk_faces_idx" in raw else None,
+            lmk_bary_coords=np.asarray(raw["lmk_bary_coords"], dtype=np.float32) if "lmk_bary_coords" in raw else None,
+        )
+    except (ValueError, TypeError) as err:
+        raise FlameFileError(f"{path}: malformed FLAME arrays ({err})") from None
+    _validate(data, path)
+    return data
+
+
+def _validate(d: FlameData, path: Path) -> None:
+    v, j = d.num_verts, d.kintree_table.shape[1] if d.kintree_table.ndim == 2 else -1
+    checks = [
+        (d.v_template.ndim == 2 and d.v_template.shape[1] == 3, "v_template must be (V, 3)"),
+        (d.shapedirs.ndim == 3 and d.shapedirs.shape[:2] == (v, 3), "shapedirs must be (V, 3, K)"),
+        (d.kintree_table.ndim == 2 and d.kintree_table.shape[0] == 2, "kintree_table must be (2, J)"),
+        (d.posedirs.shape[2] == (j - 1) * 9, "posedirs must hold (J - 1) * 9 components"),
+        (d.j_regressor.shape == (j, v), "J_regressor must be (J, V)"),
+        (d.weights.shape == (v, j), "weights must be (V, J)"),
+        (d.faces.ndim == 2 and d.faces.shape[1] == 3, "f must be (F, 3)"),
+        (d.faces.size > 0 and 0 <= d.faces.min() and d.faces.max() < v, "f indexes vertices out of range"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise FlameFileError(f"{path}: {msg}")
+
+
+def load_landmark_embedding(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Static landmark embedding (triangle ids, barycentric coordinates) from a user file.
+
+    Reads DECA's ``landmark_embedding.npy`` (``static_lmk_faces_idx`` / ``static_lmk_bary_coords``),
+    FLAME's ``flame_static_embedding.pkl`` (``lmk_face_idx`` / ``lmk_b_coords``) and MediaPipe-style
+    ``.npz`` embeddings (``lmk_face_idx`` / ``lmk_b_coords``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FlameFileError(f"landmark embedding not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            obj = np.load(path, allow_pickle=True, encoding="latin1")
+        except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
+            raise FlameFileError(f"{path}: not a readable landmark embedding ({err})") from None
+        raw = obj.item() if obj.dtype == object else {}
+    else:
+        raw = _read_raw(path)
+    for faces_key, bary_key in (
+        ("static_lmk_faces_idx", "static_lmk_bary_coords"),
+        ("lmk_face_idx", "lmk_b_coords"),
+        ("lmk_faces_idx", "lmk_bary_coords"),
+    ):
+        if faces_key in raw and bary_key in raw:
+            faces = np.asarray(raw[faces_key]).astype(np.int64).reshape(-1)
+            bary = np.asarray(raw[bary_key], dtype=np.float32).reshape(-1, 3)
+            if faces.shape[0] != bary.shape[0]:
+                raise FlameFileError(f"{path}: {faces.shape[0]} landmark faces but {bary.shape[0]} barycentric rows")
+            return faces, bary
+    raise FlameFileError(f"{path}: no landmark embedding keys found")

@@ -1,0 +1,76 @@
+"""Linear blend skinning, as used by SMPL-family models (FLAME included)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def batch_rodrigues(rot_vecs: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Axis-angle (N, 3) to rotation matrices (N, 3, 3)."""
+    angle = torch.norm(rot_vecs + eps, dim=1, keepdim=True)
+    axis = rot_vecs / angle
+    cos = torch.cos(angle)[:, :, None]
+    sin = torch.sin(angle)[:, :, None]
+    rx, ry, rz = axis[:, 0], axis[:, 1], axis[:, 2]
+    zeros = torch.zeros_like(rx)
+    k = torch.stack([zeros, -rz, ry, rz, zeros, -rx, -ry, rx, zeros], dim=1).view(-1, 3, 3)
+    eye = torch.eye(3, dtype=rot_vecs.dtype, device=rot_vecs.device)[None]
+    return eye + sin * k + (1 - cos) * torch.bmm(k, k)
+
+
+def rigid_transforms(
+    rot_mats: torch.Tensor, joints: torch.Tensor, parents: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pose the kinematic tree.
+
+    rot_mats: (B, J, 3, 3) local rotations; joints: (B, J, 3) rest joint locations;
+    parents: (J,) parent index of each joint (-1 for the root, listed first).
+    Returns posed joints (B, J, 3) and the skinning transforms (B, J, 4, 4) relative to rest pose.
+    """
+    b, j = joints.shape[:2]
+    rel = joints.clone()
+    rel[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
+    local = torch.cat([rot_mats, rel.unsqueeze(-1)], dim=-1)  # (B, J, 3, 4)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=joints.dtype, device=joints.device).expand(b, j, 1, 4)
+    local = torch.cat([local, bottom], dim=-2)  # (B, J, 4, 4)
+    chain = [local[:, 0]]
+    for i in range(1, j):
+        chain.append(chain[int(parents[i])] @ local[:, i])
+    world = torch.stack(chain, dim=1)
+    posed_joints = world[:, :, :3, 3]
+    # remove the rest-pose joint location so the transforms apply to rest-pose vertices
+    rest = F.pad(joints.unsqueeze(-1), (0, 0, 0, 1))  # (B, J, 4, 1) with w = 0
+    corr = world @ rest
+    transforms = world - F.pad(corr, (3, 0))
+    return posed_joints, transforms
+
+
+def lbs(
+    betas: torch.Tensor,
+    pose: torch.Tensor,
+    v_template: torch.Tensor,
+    shapedirs: torch.Tensor,
+    posedirs: torch.Tensor,
+    j_regressor: torch.Tensor,
+    parents: torch.Tensor,
+    weights: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shape and pose a template.
+
+    betas: (B, K) blendshape coefficients (shape then expression); pose: (B, J * 3) axis-angle;
+    v_template: (V, 3); shapedirs: (V, 3, K); posedirs: ((J - 1) * 9, V * 3);
+    j_regressor: (J, V); parents: (J,); weights: (V, J).
+    Returns vertices (B, V, 3) and joints (B, J, 3).
+    """
+    b = betas.shape[0]
+    v_shaped = v_template + torch.einsum("bk,vck->bvc", betas, shapedirs)
+    joints = torch.einsum("jv,bvc->bjc", j_regressor, v_shaped)
+    rot_mats = batch_rodrigues(pose.reshape(-1, 3)).view(b, -1, 3, 3)
+    eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
+    pose_feature = (rot_mats[:, 1:] - eye).reshape(b, -1)
+    v_posed = v_shaped + (pose_feature @ posedirs).view(b, -1, 3)
+    posed_joints, transforms = rigid_transforms(rot_mats, joints, parents)
+    t = torch.einsum("vj,bjmn->bvmn", weights, transforms)  # (B, V, 4, 4)
+    verts = (t[:, :, :3, :3] @ v_posed.unsqueeze(-1)).squeeze(-1) + t[:, :, :3, 3]
+    return verts, posed_joints

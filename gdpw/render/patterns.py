@@ -1,0 +1,104 @@
+"""The guidance patterns of GDPW, rendered from image-space meshes (see ``gdpw.flame.camera``).
+
+* geometric displacement field: per-vertex source-minus-driving xy offsets (NDC), rendered on
+  the driving mesh, back faces culled, zero off the mesh;
+* posed neural codes: a learnable code per vertex rendered on the source and driving meshes;
+* NMFC (normalised mean-face coordinates): the template's xyz scaled to [0, 1] rendered as colour,
+  the pattern the paper compares against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .rasterizer import CullMode, Fragments, interpolate, rasterize
+
+
+@dataclass
+class GuidancePatterns:
+    """Generator inputs for one (source, driving) batch; maps are (B, C, H, W)."""
+
+    geom_disp: torch.Tensor  # (B, 2, H, W)
+    codes_s: torch.Tensor | None  # (B, D, H, W) when codes were given
+    codes_d: torch.Tensor | None
+    mask_s: torch.Tensor  # (B, 1, H, W) source mesh coverage
+    mask_d: torch.Tensor  # (B, 1, H, W) driving mesh coverage
+
+
+def displacement_attrs(verts_s: torch.Tensor, verts_d: torch.Tensor) -> torch.Tensor:
+    """Per-vertex source-minus-driving xy offsets (B, V, 2)."""
+    return verts_s[..., :2] - verts_d[..., :2]
+
+
+def render_guidance(
+    verts_s: torch.Tensor,
+    verts_d: torch.Tensor,
+    faces: torch.Tensor,
+    size: tuple[int, int],
+    embeds: torch.Tensor | None = None,
+    cull: CullMode = "official",
+) -> GuidancePatterns:
+    """Both patterns for a batch of source and driving meshes: two rasterisations in all."""
+    frags_d = rasterize(verts_d, faces, size, cull)
+    frags_s = rasterize(verts_s, faces, size, cull)
+    attrs_d = displacement_attrs(verts_s, verts_d)
+    if embeds is not None:
+        attrs_d = torch.cat([attrs_d, embeds.to(attrs_d).expand(verts_d.shape[0], -1, -1)], dim=-1)
+    maps_d = interpolate(attrs_d, faces, frags_d)
+    codes_s = interpolate(embeds, faces, frags_s) if embeds is not None else None
+    codes_d = maps_d[:, 2:] if embeds is not None else None
+    return GuidancePatterns(maps_d[:, :2], codes_s, codes_d, frags_s.mask(), frags_d.mask())
+
+
+def nmfc_colors(template: torch.Tensor) -> torch.Tensor:
+    """Normalised mean-face coordinates of a (V, 3) template: each axis scaled to [0, 1]."""
+    lo = template.amin(0, keepdim=True)
+    hi = template.amax(0, keepdim=True)
+    return (template - lo) / (hi - lo).clamp_min(1e-8)
+
+
+def render_nmfc(
+    verts: torch.Tensor, faces: torch.Tensor, template: torch.Tensor, size: tuple[int, int], cull: CullMode = "official"
+) -> torch.Tensor:
+    """(B, 3, H, W) NMFC image of posed meshes; zero off the mesh."""
+    return interpolate(nmfc_colors(template), faces, rasterize(verts, faces, size, cull))
+
+
+def render_attrs(
+    verts: torch.Tensor, faces: torch.Tensor, attrs: torch.Tensor, size: tuple[int, int], cull: CullMode = "official"
+) -> tuple[torch.Tensor, Fragments]:
+    """Any per-vertex attributes rendered on posed meshes, with the fragments."""
+    frags = rasterize(verts, faces, size, cull)
+    return interpolate(attrs, faces, frags), frags
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals (B, V, 3) of (B, V, 3) meshes."""
+    tri = verts[:, faces]
+    n = torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
+    out = torch.zeros_like(verts)
+    for k in range(3):
+        out.index_add_(1, faces[:, k], n)
+    return torch.nn.functional.normalize(out, dim=-1)
+
+
+def render_shaded(
+    verts_world: torch.Tensor,
+    verts_img: torch.Tensor,
+    faces: torch.Tensor,
+    size: tuple[int, int],
+    albedo: torch.Tensor | None = None,
+    light: tuple[float, float, float] = (0.3, 0.4, 1.0),
+) -> torch.Tensor:
+    """(B, 3, H, W) Lambertian shading of meshes lit from ``light`` (world space), zero off the mesh.
+
+    ``albedo`` is per-vertex colour (B, V, 3) or (V, 3); grey when None.
+    """
+    normals = vertex_normals(verts_world, faces)
+    direction = torch.nn.functional.normalize(torch.tensor(light, dtype=verts_world.dtype, device=verts_world.device), dim=0)
+    shade = 0.25 + 0.75 * (normals @ direction).clamp_min(0).unsqueeze(-1)
+    color = shade * (0.8 if albedo is None else albedo)
+    img, _ = render_attrs(verts_img, faces, color.expand(verts_img.shape[0], -1, 3), size)
+    return img
