@@ -56,25 +56,25 @@ def test_discriminator_matches_official(official_fixtures: Path) -> None:
         _close(f"logits[{i}]", a, b)
 
 
-def test_corrected_warp_convention_differs_and_is_identity_at_zero_flow() -> None:
-    from gdpw.model.warp import backward_warp
+def test_corrected_warp_convention_is_identity_at_zero_flow_and_exact_in_pixels() -> None:
+    from gdpw.model.warp import backward_warp, pixels_to_ndc_flow
 
     img = torch.rand(1, 3, 16, 16)
     zero = torch.zeros(1, 2, 16, 16)
-    assert torch.allclose(backward_warp(img, zero, align_corners=True), img, atol=1e-6)
-    assert not torch.allclose(backward_warp(img, zero, align_corners=False), img, atol=1e-3)
-    # A flow of exactly one pixel (2/(W-1) in NDC) shifts the image by one pixel.
-    one_px = torch.zeros(1, 2, 16, 16)
-    one_px[:, 0] = 2.0 / 15
-    shifted = backward_warp(img, one_px, align_corners=True)
-    assert torch.allclose(shifted[..., :-1], img[..., 1:], atol=1e-5)
+    assert torch.allclose(backward_warp(img, zero, "centers"), img, atol=1e-6)
+    assert not torch.allclose(backward_warp(img, zero, "official"), img, atol=1e-3)
+    # one pixel to the right and two down, converted to NDC, samples exactly that pixel
+    px = torch.zeros(1, 2, 16, 16)
+    px[:, 0], px[:, 1] = 1.0, 2.0
+    shifted = backward_warp(img, pixels_to_ndc_flow(px, "centers"), "centers")
+    assert torch.allclose(shifted[..., :-2, :-1], img[..., 2:, 1:], atol=1e-5)
 
 
 def test_config_switches_warp_convention(official_fixtures: Path) -> None:
     fx = torch.load(official_fixtures / "generator_geom_disp.pt", weights_only=False)
     ckpt = checkpoint_from_official({"generator": fx["state_dict"]})
     legacy = ckpt.build_generator()
-    ckpt.generator_config = GeneratorConfig.from_dict({**ckpt.generator_config.to_dict(), "warp_align_corners": True})
+    ckpt.generator_config = GeneratorConfig.from_dict({**ckpt.generator_config.to_dict(), "warp_convention": "centers"})
     fixed = ckpt.build_generator()
     inp = fx["inputs"]
     with torch.no_grad():

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gdpw.cli import render
+from gdpw.cli import render, synth, train
 
 EXAMPLES = """examples:
   gdpw convert released_neural_codes.pth -o gdpw_neural_codes.pt
@@ -102,11 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
 
     render.add_parser(sub)
+    synth.add_parser(sub)
+    train.add_parser(sub)
 
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gdpw.data.dataset import DatasetError
     from gdpw.flame.io import FlameFileError
     from gdpw.model.checkpoint import CheckpointError
 
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (UserError, CheckpointError, FlameFileError, FileNotFoundError, ValueError) as err:
+    except (UserError, CheckpointError, DatasetError, FlameFileError, FileNotFoundError, ValueError) as err:
         print(f"gdpw {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

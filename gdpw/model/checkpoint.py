@@ -209,14 +209,17 @@ def load_checkpoint(path: str | os.PathLike[str], allow_pickle: bool = False) ->
     return checkpoint_from_official(raw)
 
 
-def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename.
+
+    ``extra`` entries (a trainer's state, say) are stored beside the checkpoint's own.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(ckpt.to_dict(), tmp)
+        torch.save({**ckpt.to_dict(), **(extra or {})}, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from .warp import WARP_CONVENTIONS, WarpConvention
+
 Guidance = Literal["neural_codes", "geom_disp", "both"]
 GUIDANCES: tuple[str, ...] = ("neural_codes", "geom_disp", "both")
 FLOW_CHANNELS = 2
@@ -35,12 +37,15 @@ class GeneratorConfig:
     num_verts: int = 5023
     alpha_blend: bool = False
     spectral_norm: bool = True
-    # False reproduces the released weights; True is the corrected, consistent warp convention.
-    warp_align_corners: bool = False
+    # "official" reproduces the released weights; "centers" is the corrected, consistent convention
+    # (see gdpw.model.warp).
+    warp_convention: WarpConvention = "official"
 
     def __post_init__(self) -> None:
         if self.guidance not in GUIDANCES:
             raise ValueError(f"guidance must be one of {GUIDANCES}, got {self.guidance!r}")
+        if self.warp_convention not in WARP_CONVENTIONS:
+            raise ValueError(f"warp_convention must be one of {WARP_CONVENTIONS}, got {self.warp_convention!r}")
         if self.num_levels < 2:
             raise ValueError(f"num_levels must be at least 2, got {self.num_levels}")
 

@@ -101,7 +101,7 @@ class Generator(nn.Module):
         """
         cfg = self.cfg
         _check_size(img_s, cfg)
-        align = cfg.warp_align_corners
+        conv = cfg.warp_convention
 
         # encoder
         out = torch.cat([img_s, _require(codes_s, "codes_s", cfg)], dim=1) if cfg.uses_codes else img_s
@@ -126,7 +126,7 @@ class Generator(nn.Module):
 
         # bottleneck: warp the coarsest features by the displacement field
         coarsest = level(cfg.strides[-1])
-        out = torch.cat([out, backward_warp(out, mesh_flows[coarsest], align)], dim=1)
+        out = torch.cat([out, backward_warp(out, mesh_flows[coarsest], conv)], dim=1)
 
         # decoder: progressive warping modules
         flow: torch.Tensor | None = None
@@ -135,20 +135,20 @@ class Generator(nn.Module):
             name = level(s)
             if flow is not None:
                 flows[name] = flow
-                shortcut = backward_warp(self.shortcut_layers[name](feats[name]), flow, align)
+                shortcut = backward_warp(self.shortcut_layers[name](feats[name]), flow, conv)
                 out = torch.cat([out, shortcut], dim=1)
             if s == 1:
                 out = self.up_layers["x1_out"](out)
                 break
             out = self.up_layers[f"{name}_spade"](out, mods[name])
             flow_px = F.interpolate(self.up_layers[f"{name}_flow"](out), scale_factor=2.0, mode="bilinear")
-            flow = pixels_to_ndc_flow(flow_px)
+            flow = pixels_to_ndc_flow(flow_px, conv)
             out = self.up_layers[f"{name}_up"](out)
 
         assert flow is not None
         out_img = torch.sigmoid(out[:, :3])
         alpha = torch.sigmoid(out[:, 3:4])
-        warp_img_s = backward_warp(img_s, flow, align)
+        warp_img_s = backward_warp(img_s, flow, conv)
         rec_img_d = out_img * alpha + warp_img_s * (1 - alpha) if cfg.alpha_blend else out_img
         return GeneratorOutput(mesh_flows, flows, warp_img_s, out_img, alpha, rec_img_d)
 

@@ -1,0 +1,292 @@
+"""gdpw's dataset format, the official GDPW layout, and the (source, driving) pair sampler.
+
+gdpw format: a folder with ``dataset.json`` and one ``.npz`` shard per clip::
+
+    dataset.json  {"format": "gdpw-dataset", "version": 1, "image_size": 64, "num_verts": 5023,
+                   "clips": [{"name", "identity", "split", "frames", "file"}, ...]}
+    clips/<name>.npz  images (T, H, W, 3) uint8, verts (T, V, 3) float32 image-space FLAME
+                      vertices, camera (T, 3), and FLAME parameters shape, expression,
+                      global_pose, neck_pose, jaw_pose, eye_pose (T, n)
+
+Shards load independently, so a training set may list folders on several disks (``roots``).
+The official layout (``person/video/clip/%07d_img.jpg`` beside ``%07d_posed_vertx.lz4``) is
+readable through ``OfficialClipSource``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+FORMAT = "gdpw-dataset"
+VERSION = 1
+PARAM_KEYS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or shard that cannot be read; one line for users."""
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    name: str
+    identity: str
+    split: str
+    frames: int
+    path: Path
+
+
+def write_clip(path: Path, images: np.ndarray, verts: np.ndarray, camera: np.ndarray, params: dict[str, np.ndarray]) -> None:
+    """Write one clip shard atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, images=images, verts=verts, camera=camera, **{k: params[k] for k in PARAM_KEYS if k in params})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_index(root: Path, clips: Sequence[ClipInfo], image_size: int, num_verts: int, extra: dict[str, Any] | None = None) -> None:
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        "image_size": image_size,
+        "num_verts": num_verts,
+        **(extra or {}),
+        "clips": [
+            {"name": c.name, "identity": c.identity, "split": c.split, "frames": c.frames, "file": str(c.path.relative_to(root))}
+            for c in clips
+        ],
+    }
+    tmp = root / "dataset.json.tmp"
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, root / "dataset.json")
+
+
+def read_index(root: str | os.PathLike[str]) -> tuple[dict[str, Any], list[ClipInfo]]:
+    root = Path(root)
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise DatasetError(f"not a gdpw dataset: {path} is missing (make one with 'gdpw synth' or 'gdpw preprocess')")
+    try:
+        index = json.loads(path.read_text())
+        if index.get("format") != FORMAT:
+            raise DatasetError(f"{path}: format is {index.get('format')!r}, expected {FORMAT!r}")
+        clips = [ClipInfo(c["name"], c["identity"], c["split"], int(c["frames"]), root / c["file"]) for c in index["clips"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        if isinstance(err, DatasetError):
+            raise
+        raise DatasetError(f"{path}: malformed index ({type(err).__name__}: {err})") from None
+    return index, clips
+
+
+def load_clip(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of a shard; raises DatasetError for a corrupt or incomplete one."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise DatasetError(f"{path}: unreadable clip shard ({type(err).__name__}: {err})") from None
+    for key in ("images", "verts"):
+        if key not in data:
+            raise DatasetError(f"{path}: clip shard has no {key!r}")
+    images, verts = data["images"], data["verts"]
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise DatasetError(f"{path}: images must be (T, H, W, 3) uint8, got {images.shape} {images.dtype}")
+    if verts.ndim != 3 or verts.shape[0] != images.shape[0] or verts.shape[2] != 3:
+        raise DatasetError(f"{path}: verts must be (T, V, 3) matching the images, got {verts.shape}")
+    if not np.isfinite(verts).all():
+        raise DatasetError(f"{path}: verts hold non-finite values")
+    return data
+
+
+class ClipSource(Protocol):
+    """Where clips come from: gdpw folders or the official layout."""
+
+    def clips(self) -> list[ClipInfo]: ...
+
+    def frames(self, clip: ClipInfo, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Images (n, H, W, 3) uint8 and image-space vertices (n, V, 3) of frames ``ids``."""
+        ...
+
+
+class GdpwClipSource:
+    """Clips of one or more gdpw dataset folders, filtered by split."""
+
+    def __init__(self, roots: Sequence[str | os.PathLike[str]], split: str | None = None, cache_size: int = 8) -> None:
+        self._clips: list[ClipInfo] = []
+        for root in roots:
+            _, clips = read_index(root)
+            self._clips += [c for c in clips if split is None or c.split == split]
+        if not self._clips:
+            raise DatasetError(f"no clips of split {split!r} in {', '.join(map(str, roots))}")
+        self._cache: dict[Path, dict[str, np.ndarray]] = {}
+        self._cache_size = cache_size
+
+    def clips(self) -> list[ClipInfo]:
+        return self._clips
+
+    def frames(self, clip: ClipInfo, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        data = self._cache.get(clip.path)
+        if data is None:
+            data = load_clip(clip.path)
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[clip.path] = data
+        idx = list(ids)
+        return data["images"][idx], data["verts"][idx].astype(np.float32)
+
+
+class OfficialClipSource:
+    """The official GDPW layout: ``root/person/video/clip/%07d_img.jpg`` + ``%07d_posed_vertx.lz4``.
+
+    Each ``.lz4`` is an LZ4 frame holding float32 (V, 3) image-space vertices. Needs the ``lz4``
+    package and Pillow. Persons listed in ``heldout`` form the 'test' split.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str | None = None, heldout: Iterable[str] = ()) -> None:
+        self.root = Path(root)
+        held = set(heldout)
+        clips = []
+        for clip_dir in sorted(p for p in self.root.glob("*/*/*") if p.is_dir()):
+            n = len(list(clip_dir.glob("*_img.jpg")))
+            if n < 2:
+                continue
+            person = clip_dir.parts[-3]
+            sp = "test" if person in held else "train"
+            if split is None or sp == split:
+                clips.append(ClipInfo("/".join(clip_dir.parts[-3:]), person, sp, n, clip_dir))
+        if not clips:
+            raise DatasetError(f"no clips with at least two frames under {self.root}")
+        self._clips = clips
+
+    def clips(self) -> list[ClipInfo]:
+        return self._clips
+
+    def frames(self, clip: ClipInfo, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            import lz4.frame
+        except ImportError:
+            raise DatasetError("reading the official layout needs the lz4 package: pip install lz4") from None
+        from PIL import Image
+
+        names = sorted(p.name[: -len("_img.jpg")] for p in clip.path.glob("*_img.jpg"))
+        images, verts = [], []
+        for i in ids:
+            stem = clip.path / names[i]
+            try:
+                images.append(np.asarray(Image.open(f"{stem}_img.jpg").convert("RGB")))
+                raw = lz4.frame.decompress(Path(f"{stem}_posed_vertx.lz4").read_bytes())
+                verts.append(np.frombuffer(raw, dtype=np.float32).reshape(-1, 3))
+            except (OSError, RuntimeError, ValueError) as err:
+                raise DatasetError(f"{stem}: unreadable frame ({type(err).__name__}: {err})") from None
+        return np.stack(images), np.stack(verts)
+
+
+def mirror_map(template: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
+    """For each vertex, the vertex at its mirror position across x = 0: (V,) indices."""
+    mirrored = template * torch.tensor([-1.0, 1.0, 1.0])
+    d = torch.cdist(mirrored, template)
+    dist, idx = d.min(dim=1)
+    if dist.max() > tol:
+        raise ValueError(f"template is not mirror-symmetric (worst vertex off by {dist.max():.2e})")
+    return idx
+
+
+@dataclass(frozen=True)
+class PairSamplerConfig:
+    flip_prob: float = 0.5
+    jitter: float = 0.1  # strength of brightness, contrast and saturation jitter (0 disables)
+    hue: float = 0.02
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """(source, driving) pairs from one clip, identity-balanced, augmented alike.
+
+    Index ``i`` always gives the same pair (deterministic in ``seed`` and ``i``), so a training
+    run resumes exactly by continuing from its sample count. A corrupt shard is skipped (another
+    pair is drawn) and counted in ``sample["skipped"]``.
+    """
+
+    def __init__(
+        self,
+        source: ClipSource,
+        length: int,
+        seed: int = 0,
+        aug: PairSamplerConfig | None = None,
+        mirror: torch.Tensor | None = None,
+    ) -> None:
+        self.source = source
+        self.length = length
+        self.seed = seed
+        self.aug = aug or PairSamplerConfig(flip_prob=0.0, jitter=0.0, hue=0.0)
+        self.mirror = mirror
+        by_id: dict[str, list[ClipInfo]] = {}
+        for c in source.clips():
+            if c.frames >= 2:
+                by_id.setdefault(c.identity, []).append(c)
+        self.identities = sorted(by_id)
+        self.by_identity = by_id
+        if not self.identities:
+            raise DatasetError("no clip has two frames to pair")
+        if self.aug.flip_prob > 0 and mirror is None:
+            raise ValueError("horizontal flips need the vertex mirror map")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, index])
+        skipped = 0
+        for _ in range(100):
+            ident = self.identities[rng.integers(len(self.identities))]
+            clip = self.by_identity[ident][rng.integers(len(self.by_identity[ident]))]
+            s, d = rng.choice(clip.frames, size=2, replace=False)
+            try:
+                images, verts = self.source.frames(clip, [int(s), int(d)])
+                break
+            except DatasetError:
+                skipped += 1
+        else:
+            raise DatasetError("100 corrupt samples in a row; is the dataset readable?")
+        img = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        v = torch.from_numpy(verts)
+        if rng.uniform() < self.aug.flip_prob:
+            assert self.mirror is not None
+            img = img.flip(-1)
+            v = v[:, self.mirror] * torch.tensor([-1.0, 1.0, 1.0])
+        img = self._jitter(img, rng)
+        return {"img_s": img[0], "img_d": img[1], "verts_s": v[0], "verts_d": v[1], "skipped": skipped}
+
+    def _jitter(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        a = self.aug
+        if a.jitter <= 0 and a.hue <= 0:
+            return img
+        bright = 1 + rng.uniform(-a.jitter, a.jitter)
+        contrast = 1 + rng.uniform(-a.jitter, a.jitter)
+        sat = 1 + rng.uniform(-a.jitter, a.jitter)
+        grey = img.mean(1, keepdim=True)
+        out = (img - grey) * sat + grey
+        mean = out.mean(dim=(1, 2, 3), keepdim=True).mean(0, keepdim=True)
+        out = (out - mean) * contrast + mean
+        out = out * bright
+        if a.hue > 0:  # rotate chroma about the grey axis
+            ang = rng.uniform(-a.hue, a.hue) * 2 * np.pi
+            k = torch.tensor([1.0, 1.0, 1.0]) / 3**0.5
+            c, s = float(np.cos(ang)), float(np.sin(ang))
+            kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+            rot = c * torch.eye(3) + s * kx + (1 - c) * torch.outer(k, k)
+            out = torch.einsum("ij,njhw->nihw", rot, out)
+        return out.clamp(0, 1)

@@ -1,0 +1,1 @@
+"""Evaluation: reconstruction metrics, the paper's protocol and reports."""

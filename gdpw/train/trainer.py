@@ -1,0 +1,325 @@
+"""The training loop, separate from the networks (in the style of NVlabs' stylegan3/edm).
+
+One step: render the guidance patterns of a (source, driving) batch from its FLAME vertices
+(with the generator's learnable per-vertex codes), run the generator, update it with
+L1 + perceptual + warp + GAN + feature-matching losses, then update the discriminator.
+
+Runs resume exactly: pairs are a pure function of (seed, sample index), and the checkpoint holds
+the networks, optimisers, schedulers, step and RNG states. Checkpoints are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from gdpw.data import GdpwClipSource, OfficialClipSource, PairDataset, PairSamplerConfig, mirror_map
+from gdpw.flame import FLAME
+from gdpw.model import Generator, MultiScaleDiscriminator
+from gdpw.model.checkpoint import Checkpoint, save_checkpoint
+from gdpw.render import render_guidance
+from gdpw.render.visualize import save_png
+
+from .config import TrainConfig
+from .losses import PerceptualLoss, VGG19Features, feature_matching, gan_loss_d, gan_loss_g, warp_loss
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def step_decay(opt: torch.optim.Optimizer, milestones: tuple[int, ...], gamma: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Multiply the learning rate by ``gamma`` at each milestone (a LambdaLR keeps the state plain)."""
+
+    def factor(step: int) -> float:
+        return gamma ** sum(step >= m for m in milestones)
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch, NumPy and Python RNG states as tensors and ints (loadable with weights_only=True)."""
+    key, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": key, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"]), p["gauss"]))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = True) -> None:
+        self.cfg = cfg
+        seed_everything(cfg.seed)
+        self.out = Path(cfg.output)
+        self.ckpt_path = self.out / "checkpoints" / "last.pt"
+        self.accel = self._make_accelerator()
+        self.device = self.accel.device if self.accel is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+        self.flame = FLAME(cfg.flame)
+        self.faces = self.flame.faces.to(self.device)
+        self.gen = Generator(cfg.generator).to(self.device)
+        lc = cfg.loss
+        self.use_gan = lc.gan > 0 or lc.feature_matching > 0
+        self.disc = MultiScaleDiscriminator(cfg.discriminator).to(self.device) if self.use_gan else None
+        oc = cfg.optim
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=oc.lr, betas=oc.betas)
+        self.sched_g = step_decay(self.opt_g, oc.milestones, oc.gamma)
+        self.opt_d = self.sched_d = None
+        if self.disc is not None:
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=oc.lr, betas=oc.betas)
+            self.sched_d = step_decay(self.opt_d, oc.milestones, oc.gamma)
+        self.perceptual: PerceptualLoss | None = None
+        if lc.perceptual > 0:
+            vgg = VGG19Features() if lc.random_vgg else VGG19Features.from_torchvision_file(lc.vgg_weights or "vgg19-dcbbb9bb.pth")
+            self.perceptual = PerceptualLoss(vgg, lc.perceptual_levels).to(self.device)
+
+        self.dataset = self._make_dataset()
+        self.step = 0
+        self.skipped = 0
+        if self.accel is not None:
+            self.gen, self.opt_g, *rest = self.accel.prepare(self.gen, self.opt_g, *([self.disc, self.opt_d] if self.disc else []))
+            if self.disc is not None:
+                self.disc, self.opt_d = rest
+        if resume and self.ckpt_path.exists():
+            self.load(self.ckpt_path)
+
+    # -- setup -------------------------------------------------------------------------------
+    def _make_accelerator(self) -> Any:
+        if self.cfg.engine == "torch":
+            return None
+        if self.cfg.engine != "accelerate":
+            raise ValueError(f"engine must be 'torch' or 'accelerate', got {self.cfg.engine!r}")
+        try:
+            from accelerate import Accelerator
+        except ImportError:
+            raise ImportError("engine 'accelerate' needs HF Accelerate: pip install accelerate") from None
+        mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.cfg.precision]
+        return Accelerator(mixed_precision=mp if torch.cuda.is_available() else "no")
+
+    def _make_dataset(self) -> PairDataset:
+        dc = self.cfg.data
+        if dc.layout == "gdpw":
+            source: Any = GdpwClipSource(dc.roots, dc.split)
+        elif dc.layout == "official":
+            source = OfficialClipSource(dc.roots[0], dc.split)
+        else:
+            raise ValueError(f"data.layout must be 'gdpw' or 'official', got {dc.layout!r}")
+        aug = PairSamplerConfig(flip_prob=dc.flip_prob, jitter=dc.jitter, hue=dc.hue)
+        mirror = mirror_map(self.flame.v_template) if dc.flip_prob > 0 else None
+        length = self.cfg.steps * self.cfg.batch_size * self.world_size
+        return PairDataset(source, length=length, seed=self.cfg.seed, aug=aug, mirror=mirror)
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.accel is None else int(self.accel.num_processes)
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.accel is None else int(self.accel.process_index)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def batches(self, start_step: int) -> Iterator[dict[str, Any]]:
+        """Batches from ``start_step`` on; each rank takes its own slice of every step's samples."""
+        b, w = self.cfg.batch_size, self.world_size
+        indices = [i for s in range(start_step, self.cfg.steps) for i in range((s * w + self.rank) * b, (s * w + self.rank + 1) * b)]
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=b, sampler=indices, num_workers=self.cfg.data.workers, drop_last=True
+        )
+        yield from loader
+
+    # -- one step ----------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.accel is None and self.device.type == "cuda" and self.cfg.precision in ("bf16", "fp16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
+        return nullcontext()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.accel is not None:
+            self.accel.backward(loss)
+        else:
+            loss.backward()
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        lc = self.cfg.loss
+        gen = self.gen
+        gen_cfg = self.cfg.generator
+        img_s = batch["img_s"].to(self.device)
+        img_d = batch["img_d"].to(self.device)
+        size = (img_s.shape[2], img_s.shape[3])
+        embeds = _unwrap(gen).embeds if gen_cfg.uses_codes else None
+        pat = render_guidance(batch["verts_s"].to(self.device), batch["verts_d"].to(self.device), self.faces, size, embeds)
+
+        with self._autocast():
+            out = gen(img_s, pat.geom_disp, pat.codes_s, pat.codes_d)
+            losses: dict[str, torch.Tensor] = {}
+            losses["l1"] = (out.rec_img_d - img_d).abs().mean() * lc.l1
+            if lc.warp > 0:
+                losses["warp"] = warp_loss(img_s, img_d, out.flows, gen_cfg.warp_convention) * lc.warp
+            if self.perceptual is not None:
+                losses["perceptual"] = self.perceptual(out.rec_img_d, img_d) * lc.perceptual
+            if self.disc is not None:
+                self.disc.requires_grad_(False)
+                fake_feats, fake_logits = self.disc(out.rec_img_d)
+                if lc.gan > 0:
+                    losses["gan_g"] = gan_loss_g(fake_logits, lc.gan_mode) * lc.gan
+                if lc.feature_matching > 0:
+                    with torch.no_grad():
+                        real_feats, _ = self.disc(img_d)
+                    losses["feature_matching"] = feature_matching(real_feats, fake_feats) * lc.feature_matching
+            total_g = sum(losses.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        self._backward(total_g)  # type: ignore[arg-type]
+        self.opt_g.step()
+        self.sched_g.step()
+
+        if self.disc is not None and self.opt_d is not None and self.sched_d is not None:
+            self.disc.requires_grad_(True)
+            with self._autocast():
+                _, real_logits = self.disc(img_d)
+                _, fake_logits = self.disc(out.rec_img_d.detach())
+                loss_d = gan_loss_d(real_logits, fake_logits, lc.gan_mode) * max(lc.gan, 1e-8)
+            self.opt_d.zero_grad(set_to_none=True)
+            self._backward(loss_d)
+            self.opt_d.step()
+            self.sched_d.step()
+            losses["d"] = loss_d
+        self.last_images = (img_s[:4], img_d[:4], out.warp_img_s[:4].detach(), out.rec_img_d[:4].detach())
+        stats = {k: float(v.detach()) for k, v in losses.items()}
+        stats["total_g"] = float(total_g.detach())  # type: ignore[union-attr]
+        return stats
+
+    # -- loop --------------------------------------------------------------------------------
+    def run(self, max_steps: int | None = None, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        stop = self.cfg.steps if max_steps is None else min(self.cfg.steps, max_steps)
+        if self.step >= stop:
+            return
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.cfg.save_yaml(self.out / "config.yaml")
+            self._truncate_log(self.step)
+        writer = self._tensorboard()
+        self.gen.train()
+        if self.disc is not None:
+            self.disc.train()
+        bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", disable=not (progress and self.is_main))
+        started = time.perf_counter()
+        for batch in self.batches(self.step):
+            stats = self.train_step(batch)
+            self.skipped += int(torch.as_tensor(batch["skipped"]).sum())
+            self.step += 1
+            bar.update(1)
+            if self.is_main and (self.step % self.cfg.log_every == 0 or self.step == stop):
+                stats.update(step=self.step, lr=self.opt_g.param_groups[0]["lr"], skipped=self.skipped,
+                             sec_per_step=(time.perf_counter() - started) / max(1, self.step))
+                with open(self.out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(stats) + "\n")
+                if writer is not None:
+                    for k, v in stats.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, self.step)
+                bar.set_postfix(loss=f"{stats['total_g']:.4f}")
+            if self.is_main and self.step % self.cfg.image_every == 0:
+                self._save_images(writer)
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == stop:
+                self.save()
+            if self.step >= stop:
+                break
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+    def _tensorboard(self) -> Any:
+        if not self.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional; metrics.jsonl always has the scalars
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _save_images(self, writer: Any) -> None:
+        rows = [torch.cat(list(t.clamp(0, 1).float().cpu()), dim=2) for t in self.last_images]
+        grid = torch.cat(rows, dim=1)  # rows: source, driving, warped source, output
+        save_png(grid, self.out / "images" / f"step_{self.step:07d}.png")
+        if writer is not None:
+            writer.add_image("train/source_driving_warped_output", grid, self.step)
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines past ``step`` (written by a run that died after its last checkpoint)."""
+        log = self.out / "metrics.jsonl"
+        if log.exists():
+            lines = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+            log.write_text("".join(ln + "\n" for ln in lines))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self) -> Checkpoint:
+        gen, disc = _unwrap(self.gen), _unwrap(self.disc) if self.disc is not None else None
+        return Checkpoint(
+            self.cfg.generator,
+            {k: v.detach().cpu() for k, v in gen.state_dict().items()},
+            self.cfg.discriminator if disc is not None else None,
+            {k: v.detach().cpu() for k, v in disc.state_dict().items()} if disc is not None else None,
+            self.step,
+        )
+
+    def save(self) -> None:
+        if self.accel is not None:
+            self.accel.wait_for_everyone()
+        if not self.is_main:
+            return
+        state = {
+            "step": self.step,
+            "skipped": self.skipped,
+            "opt_g": self.opt_g.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "sched_d": self.sched_d.state_dict() if self.sched_d is not None else None,
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+        save_checkpoint(self.checkpoint(), self.ckpt_path, extra={"train_state": state})
+
+    def load(self, path: Path) -> None:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        _unwrap(self.gen).load_state_dict(raw["generator"])
+        if self.disc is not None and raw.get("discriminator") is not None:
+            _unwrap(self.disc).load_state_dict(raw["discriminator"])
+        st = raw["train_state"]
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.sched_g.load_state_dict(st["sched_g"])
+        if self.opt_d is not None and st["opt_d"] is not None and self.sched_d is not None:
+            self.opt_d.load_state_dict(st["opt_d"])
+            self.sched_d.load_state_dict(st["sched_d"])
+        set_rng_state(st["rng"])
+        self.step = int(st["step"])
+        self.skipped = int(st.get("skipped", 0))
+
+
+def _unwrap(net: nn.Module | None) -> Any:
+    """The plain module inside a DDP / Accelerate wrapper."""
+    return getattr(net, "module", net)

@@ -1,0 +1,161 @@
+"""Synthetic talking heads, the dataset format, the official layout and the pair sampler."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gdpw.data import (
+    DatasetError,
+    GdpwClipSource,
+    OfficialClipSource,
+    PairDataset,
+    PairSamplerConfig,
+    SynthConfig,
+    mirror_map,
+    read_index,
+    render_clip,
+    write_synth_dataset,
+)
+from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.render import rasterize
+
+TINY = SynthConfig(num_identities=4, clips_per_identity=2, frames_per_clip=6, size=32, heldout_identities=1, seed=3)
+
+
+@pytest.fixture(scope="module")
+def flame() -> FLAME:
+    return FLAME()
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, flame: FLAME) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    write_synth_dataset(root, TINY, flame, progress=False)
+    return root
+
+
+def test_synth_is_deterministic_and_varied(flame: FLAME) -> None:
+    a = render_clip(flame, TINY, 0, 0)
+    b = render_clip(flame, TINY, 0, 0)
+    c = render_clip(flame, TINY, 1, 0)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.verts, b.verts)
+    assert a.images.shape == (6, 32, 32, 3) and a.verts.shape == (6, 5023, 3)
+    assert np.abs(a.images.astype(int) - c.images.astype(int)).mean() > 10  # another identity looks different
+    assert np.abs(np.diff(a.verts, axis=0)).max() > 1e-3  # the head moves
+    assert np.allclose(a.params["shape"][0], a.params["shape"][-1])  # identity is fixed in a clip
+
+
+def test_synth_vertices_match_flame_and_hair_is_off_mesh(flame: FLAME) -> None:
+    clip = render_clip(flame, TINY, 2, 1)
+    p = {k: torch.as_tensor(v) for k, v in clip.params.items()}
+    verts = orthographic(flame(FlameParams(**p)).vertices, torch.as_tensor(clip.camera))
+    assert torch.allclose(verts, torch.as_tensor(clip.verts), atol=1e-5)
+    # the head mask of the FLAME mesh does not cover everything that differs from the background
+    mask = rasterize(verts[:1], flame.faces, (32, 32)).mask()[0, 0].numpy() > 0
+    assert mask.mean() > 0.1 and mask.mean() < 0.9
+
+
+def test_dataset_roundtrip_and_splits(tiny_dataset: Path) -> None:
+    index, clips = read_index(tiny_dataset)
+    assert index["image_size"] == 32 and len(clips) == 8
+    assert {c.split for c in clips if c.identity == "id0003"} == {"test"}
+    assert {c.split for c in clips if c.identity != "id0003"} == {"train"}
+    src = GdpwClipSource([tiny_dataset], split="test")
+    images, verts = src.frames(src.clips()[0], [0, 5])
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8 and verts.shape == (2, 5023, 3)
+
+
+def test_rewriting_resumes_without_rendering_again(tiny_dataset: Path, flame: FLAME) -> None:
+    shard = tiny_dataset / "clips" / "id0000_c00.npz"
+    before = shard.stat().st_mtime_ns
+    write_synth_dataset(tiny_dataset, TINY, flame, progress=False)
+    assert shard.stat().st_mtime_ns == before
+
+
+def test_pairs_are_deterministic_balanced_and_from_one_clip(tiny_dataset: Path) -> None:
+    ds = PairDataset(GdpwClipSource([tiny_dataset], split="train"), length=300, seed=1)
+    a, b = ds[17], ds[17]
+    assert torch.equal(a["img_s"], b["img_s"]) and torch.equal(a["verts_d"], b["verts_d"])
+    assert not torch.equal(a["img_s"], a["img_d"])
+    rng_ids = Counter()
+    for i in range(300):
+        rng = np.random.default_rng([1, i])
+        rng_ids[ds.identities[rng.integers(len(ds.identities))]] += 1
+    assert min(rng_ids.values()) > 70  # three identities, about 100 each
+
+
+def test_flip_uses_the_mirror_map(tiny_dataset: Path, flame: FLAME) -> None:
+    mirror = mirror_map(flame.v_template)
+    assert torch.equal(mirror[mirror], torch.arange(flame.num_verts))
+    src = GdpwClipSource([tiny_dataset], split="train")
+    plain = PairDataset(src, 10, seed=2)
+    flipped = PairDataset(src, 10, seed=2, aug=PairSamplerConfig(flip_prob=1.0, jitter=0, hue=0), mirror=mirror)
+    a, b = plain[4], flipped[4]
+    assert torch.equal(b["img_s"], a["img_s"].flip(-1))
+    # the flipped mesh covers exactly the flipped pixels
+    ma = rasterize(a["verts_s"][None], flame.faces, (32, 32)).mask()
+    mb = rasterize(b["verts_s"][None], flame.faces, (32, 32)).mask()
+    assert (ma.flip(-1) != mb).float().mean() < 0.01
+    # vertices keep their meaning: the subject's left eye stays on the image right of the right eye,
+    # as in any face (a flip without the mirror map would swap them)
+    left_eye, right_eye = flame.lbs_weights[:, 3] > 0.5, flame.lbs_weights[:, 4] > 0.5
+    for sample in (a, b):
+        assert sample["verts_s"][left_eye, 0].mean() > sample["verts_s"][right_eye, 0].mean()
+
+
+def test_colour_jitter_is_shared_by_source_and_driving(tiny_dataset: Path) -> None:
+    src = GdpwClipSource([tiny_dataset], split="train")
+    ds = PairDataset(src, 10, seed=5, aug=PairSamplerConfig(flip_prob=0, jitter=0.3, hue=0.05))
+    plain = PairDataset(src, 10, seed=5)
+    j, p = ds[3], plain[3]
+    assert not torch.allclose(j["img_s"], p["img_s"])
+    # the same colour transform: fit it on the source, it predicts the driving image
+    xs = torch.cat([p["img_s"].reshape(3, -1), torch.ones(1, 32 * 32)]).T
+    coef = torch.linalg.lstsq(xs, j["img_s"].reshape(3, -1).T).solution
+    xd = torch.cat([p["img_d"].reshape(3, -1), torch.ones(1, 32 * 32)]).T
+    unclipped = (j["img_d"] > 0.01) & (j["img_d"] < 0.99)
+    pred = (xd @ coef).T.reshape(3, 32, 32)
+    assert (pred - j["img_d"])[unclipped].abs().max() < 0.02
+
+
+def test_corrupt_shards_are_skipped_and_counted(tiny_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, root)
+    for name in ("id0000_c00", "id0001_c01"):
+        shard = root / "clips" / f"{name}.npz"
+        shard.write_bytes(shard.read_bytes()[:500])
+    ds = PairDataset(GdpwClipSource([root], split="train"), length=60, seed=0)
+    skipped = sum(ds[i]["skipped"] for i in range(60))
+    assert skipped > 0
+    with pytest.raises(DatasetError, match="unreadable clip shard"):
+        GdpwClipSource([root]).frames(GdpwClipSource([root]).clips()[0], [0])
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="dataset.json is missing"):
+        read_index(tmp_path)
+
+
+def test_official_layout_reader(tmp_path: Path, flame: FLAME) -> None:
+    lz4 = pytest.importorskip("lz4.frame", reason="the lz4 extra is installed in CI")
+    from PIL import Image
+
+    clip = render_clip(flame, TINY, 0, 0)
+    folder = tmp_path / "id10001" / "video01" / "00001"
+    folder.mkdir(parents=True)
+    for t in range(3):
+        Image.fromarray(clip.images[t]).save(folder / f"{t:07d}_img.jpg", quality=95)
+        (folder / f"{t:07d}_posed_vertx.lz4").write_bytes(lz4.compress(clip.verts[t].astype(np.float32).tobytes()))
+    src = OfficialClipSource(tmp_path)
+    (info,) = src.clips()
+    assert info.identity == "id10001" and info.frames == 3
+    images, verts = src.frames(info, [0, 2])
+    assert np.array_equal(verts[1], clip.verts[2])
+    assert np.abs(images.astype(int) - clip.images[[0, 2]].astype(int)).mean() < 6  # JPEG

@@ -1,0 +1,135 @@
+"""Training: config files, losses, and exact resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdpw.data import SynthConfig, write_synth_dataset
+from gdpw.train import TrainConfig, Trainer
+from gdpw.train.losses import VGG19Features, gan_loss_d, gan_loss_g, warp_loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train_data")
+    write_synth_dataset(root, SynthConfig(num_identities=3, clips_per_identity=1, frames_per_clip=5, size=32,
+                                          heldout_identities=1, seed=9), progress=False)
+    return root
+
+
+def tiny_config(data: Path, out: Path, **over) -> TrainConfig:
+    base = {
+        "output": str(out),
+        "steps": 8,
+        "batch_size": 2,
+        "image_size": 32,
+        "log_every": 1,
+        "image_every": 4,
+        "checkpoint_every": 3,
+        "generator": {"guidance": "both", "base_chns": 8, "num_levels": 4, "max_chns": 32, "warp_convention": "centers"},
+        "discriminator": {"base_chns": 16, "num_blocks": 2, "max_chns": 32},
+        "loss": {"perceptual": 1.0, "random_vgg": True, "perceptual_levels": 2},
+        "data": {"roots": [str(data)], "flip_prob": 0.5},
+    }
+    for k, v in over.items():
+        base[k] = v
+    return TrainConfig.from_dict(base)
+
+
+def losses_by_step(out: Path) -> dict[int, float]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return {json.loads(ln)["step"]: json.loads(ln)["total_g"] for ln in lines}
+
+
+def test_shipped_configs_parse() -> None:
+    paper = TrainConfig.from_yaml(REPO / "configs" / "paper.yaml")
+    assert paper.steps == 270_000 and paper.optim.milestones == (80_000, 160_000) and paper.optim.lr == 2e-4
+    assert paper.generator.base_chns == 64 and paper.loss.gan_mode == "lsgan"
+    demo = TrainConfig.from_yaml(REPO / "configs" / "demo_cpu.yaml", ["steps=7", "data.roots=[x]"])
+    assert demo.steps == 7 and demo.data.roots == ("x",)
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_dict({"generator": {"width": 3}})
+
+
+def test_loss_functions() -> None:
+    img = torch.rand(2, 3, 16, 16)
+    zero = {"x1": torch.zeros(2, 2, 16, 16), "x2": torch.zeros(2, 2, 8, 8)}
+    assert warp_loss(img, img, zero, "centers") < 1e-6
+    assert warp_loss(img, img.roll(3, -1), zero, "centers") > 0.05
+    real, fake = [torch.ones(2, 1, 3, 3)], [torch.zeros(2, 1, 3, 3)]
+    assert gan_loss_d(real, fake, "lsgan") == 0 and gan_loss_g(fake, "lsgan") == 1
+    assert gan_loss_d(real, [-torch.ones(2, 1, 3, 3)], "hinge") == 0
+    feats = VGG19Features()(torch.rand(1, 3, 32, 32))
+    assert [f.shape[1] for f in feats] == [64, 128, 256, 512, 512]
+
+
+def test_vgg_weights_load_from_a_torchvision_file(tmp_path: Path) -> None:
+    net = VGG19Features()
+    state = {k: torch.randn_like(v) for k, v in net.state_dict().items() if k.startswith("features.")}
+    state["classifier.0.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "vgg19-dcbbb9bb.pth")
+    loaded = VGG19Features.from_torchvision_file(tmp_path / "vgg19-dcbbb9bb.pth")
+    assert torch.equal(loaded.features[0].weight, state["features.0.weight"])
+    with pytest.raises(FileNotFoundError, match="VGG-19 weights not found"):
+        VGG19Features.from_torchvision_file(tmp_path / "missing.pth")
+
+
+def test_training_reduces_the_loss_and_writes_artifacts(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_data, tmp_path / "run", steps=12, checkpoint_every=12)
+    tr = Trainer(cfg, resume=False)
+    tr.run(progress=False)
+    losses = losses_by_step(tmp_path / "run")
+    assert sorted(losses) == list(range(1, 13))
+    assert sum(losses[s] for s in (10, 11, 12)) < sum(losses[s] for s in (1, 2, 3))
+    assert (tmp_path / "run" / "images" / "step_0000004.png").exists()
+    from gdpw.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt.global_step == 12 and ckpt.generator_config.guidance == "both"
+
+
+def test_resume_after_kill_continues_with_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:
+    # the reference: one uninterrupted run
+    ref = tmp_path / "ref"
+    Trainer(tiny_config(tiny_data, ref), resume=False).run(progress=False)
+    reference = losses_by_step(ref)
+
+    # the same run in a child process, killed with SIGKILL once it has passed its step-3 checkpoint
+    run = tmp_path / "killed"
+    cfg = tiny_config(tiny_data, run, steps=400)
+    cfg.save_yaml(tmp_path / "killed.yaml")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "gdpw", "train", "--config", str(tmp_path / "killed.yaml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = run / "metrics.jsonl"
+        if (run / "checkpoints" / "last.pt").exists() and log.exists() and len(log.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert time.time() < deadline, "the child never reached its first checkpoint"
+    raw = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    killed_at = raw["train_state"]["step"]
+    assert killed_at >= 3 and killed_at % 3 == 0
+
+    resumed = Trainer(tiny_config(tiny_data, run), resume=True)
+    assert resumed.step == killed_at
+    resumed.run(progress=False)
+    after = losses_by_step(run)
+    assert sorted(after) == list(range(1, 9))
+    for step in range(1, 9):
+        assert after[step] == reference[step], f"step {step}: {after[step]} != {reference[step]}"
