@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gdpw.cli import render, synth, train
+from gdpw.cli import animate, render, synth, train
 
 EXAMPLES = """examples:
+  gdpw demo                                      # reenactment + editing on the demo head
+  gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4
   gdpw convert released_neural_codes.pth -o gdpw_neural_codes.pt
   gdpw inspect gdpw_neural_codes.pt --forward 256
   gdpw render -o renders/            # guidance patterns of the demo head
@@ -104,12 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_parser(sub)
     synth.add_parser(sub)
     train.add_parser(sub)
+    animate.add_parsers(sub)
 
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from gdpw.data.dataset import DatasetError
+    from gdpw.data.video import VideoError
+    from gdpw.fit.detect import FaceDetectionError
     from gdpw.flame.io import FlameFileError
     from gdpw.model.checkpoint import CheckpointError
 
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (UserError, CheckpointError, DatasetError, FlameFileError, FileNotFoundError, ValueError) as err:
+    except (UserError, CheckpointError, DatasetError, VideoError, FaceDetectionError, FlameFileError, FileNotFoundError, ValueError) as err:
         print(f"gdpw {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,6 +26,8 @@ from typing import Any, Iterable, Protocol, Sequence
 import numpy as np
 import torch
 
+from gdpw.model.checkpoint import _umask
+
 FORMAT = "gdpw-dataset"
 VERSION = 1
 PARAM_KEYS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose")
@@ -52,6 +54,7 @@ def write_clip(path: Path, images: np.ndarray, verts: np.ndarray, camera: np.nda
     try:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, images=images, verts=verts, camera=camera, **{k: params[k] for k in PARAM_KEYS if k in params})
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

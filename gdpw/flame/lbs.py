@@ -55,17 +55,23 @@ def lbs(
     j_regressor: torch.Tensor,
     parents: torch.Tensor,
     weights: torch.Tensor,
+    joint_basis: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Shape and pose a template.
 
     betas: (B, K) blendshape coefficients (shape then expression); pose: (B, J * 3) axis-angle;
     v_template: (V, 3); shapedirs: (V, 3, K); posedirs: ((J - 1) * 9, V * 3);
     j_regressor: (J, V); parents: (J,); weights: (V, J).
+    joint_basis: optional (J, 3) rest joints and (J, 3, K) their blendshapes (``j_regressor``
+    applied to the full template and shapedirs), so that ``v_template`` may be a vertex subset.
     Returns vertices (B, V, 3) and joints (B, J, 3).
     """
     b = betas.shape[0]
     v_shaped = v_template + torch.einsum("bk,vck->bvc", betas, shapedirs)
-    joints = torch.einsum("jv,bvc->bjc", j_regressor, v_shaped)
+    if joint_basis is None:
+        joints = torch.einsum("jv,bvc->bjc", j_regressor, v_shaped)
+    else:
+        joints = joint_basis[0] + torch.einsum("bk,jck->bjc", betas, joint_basis[1])
     rot_mats = batch_rodrigues(pose.reshape(-1, 3)).view(b, -1, 3, 3)
     eye = torch.eye(3, dtype=pose.dtype, device=pose.device)
     pose_feature = (rot_mats[:, 1:] - eye).reshape(b, -1)
@@ -74,3 +80,30 @@ def lbs(
     t = torch.einsum("vj,bjmn->bvmn", weights, transforms)  # (B, V, 4, 4)
     verts = (t[:, :, :3, :3] @ v_posed.unsqueeze(-1)).squeeze(-1) + t[:, :, :3, 3]
     return verts, posed_joints
+
+
+def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (N, 3, 3) to axis-angle (N, 3), angles in [0, pi]."""
+    cos = ((rot.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
+    angle = torch.acos(cos)
+    axis = torch.stack([rot[:, 2, 1] - rot[:, 1, 2], rot[:, 0, 2] - rot[:, 2, 0], rot[:, 1, 0] - rot[:, 0, 1]], dim=1)
+    sin = torch.sin(angle)
+    small = sin.abs() < 1e-6
+    out = axis / (2 * sin.clamp_min(1e-6)).unsqueeze(1) * angle.unsqueeze(1)
+    # near 0 the axis term is the rotation vector itself; near pi use the symmetric part
+    out = torch.where(small.unsqueeze(1) & (cos > 0).unsqueeze(1), axis / 2, out)
+    near_pi = small & (cos < 0)
+    if near_pi.any():
+        sym = (rot[near_pi] + torch.eye(3, dtype=rot.dtype, device=rot.device)) / 2
+        ax = torch.sqrt(sym.diagonal(dim1=-2, dim2=-1).clamp_min(0))
+        ax = ax * torch.where(sym[:, 0, 1:].ge(0).all(1, keepdim=True), 1.0, torch.tensor([1.0, -1.0, -1.0], dtype=rot.dtype))
+        out[near_pi] = torch.nn.functional.normalize(ax, dim=1) * torch.pi
+    return out
+
+
+def euler_to_axis_angle(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """Head rotation from yaw (about y), pitch (about x) and roll (about z), radians: R = Ry Rx Rz."""
+    ry = batch_rodrigues(torch.stack([torch.zeros_like(yaw), yaw, torch.zeros_like(yaw)], 1))
+    rx = batch_rodrigues(torch.stack([pitch, torch.zeros_like(pitch), torch.zeros_like(pitch)], 1))
+    rz = batch_rodrigues(torch.stack([torch.zeros_like(roll), torch.zeros_like(roll), roll], 1))
+    return matrix_to_axis_angle(ry @ rx @ rz)

@@ -4,7 +4,8 @@ A released checkpoint is a ``torch.save`` of ``{generator, discriminator, global
 official key names. gdpw's own format adds the typed configs, so a file is self-describing::
 
     {"format": "gdpw", "version": 1, "generator_config": {...}, "generator": state_dict,
-     "discriminator_config": {...} | None, "discriminator": state_dict | None, "global_step": int}
+     "discriminator_config": {...} | None, "discriminator": state_dict | None, "global_step": int,
+     "image_size": int}
 
 ``load_checkpoint`` reads either; ``convert_official`` turns a released file into gdpw's.
 Every key and shape is checked against the network the config describes, and the first bad key
@@ -44,6 +45,7 @@ class Checkpoint:
     discriminator_config: DiscriminatorConfig | None = None
     discriminator: dict[str, torch.Tensor] | None = None
     global_step: int = 0
+    image_size: int = 256  # the crop size the generator was trained at (released: 256)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class Checkpoint:
             "discriminator_config": None if self.discriminator_config is None else self.discriminator_config.to_dict(),
             "discriminator": self.discriminator,
             "global_step": self.global_step,
+            "image_size": self.image_size,
         }
 
     def build_generator(self) -> Generator:
@@ -192,7 +195,9 @@ def checkpoint_from_gdpw(raw: Mapping[str, Any]) -> Checkpoint:
             disc_cfg = DiscriminatorConfig.from_dict(raw["discriminator_config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"gdpw checkpoint has a bad config: {err}") from None
-    ckpt = Checkpoint(gen_cfg, raw["generator"], disc_cfg, raw.get("discriminator"), int(raw.get("global_step", 0)))
+    ckpt = Checkpoint(
+        gen_cfg, raw["generator"], disc_cfg, raw.get("discriminator"), int(raw.get("global_step", 0)), int(raw.get("image_size", 256))
+    )
     check_state_dict(Generator(gen_cfg), ckpt.generator, "generator")
     if disc_cfg is not None and ckpt.discriminator is not None:
         check_state_dict(MultiScaleDiscriminator(disc_cfg), ckpt.discriminator, "discriminator")
@@ -209,6 +214,12 @@ def load_checkpoint(path: str | os.PathLike[str], allow_pickle: bool = False) ->
     return checkpoint_from_official(raw)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
     """Write atomically: a temporary file in the same folder, then a rename.
 
@@ -220,6 +231,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str], extra: dict[
     os.close(fd)
     try:
         torch.save({**ckpt.to_dict(), **(extra or {})}, tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; use the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -285,6 +285,7 @@ class Trainer:
             self.cfg.discriminator if disc is not None else None,
             {k: v.detach().cpu() for k, v in disc.state_dict().items()} if disc is not None else None,
             self.step,
+            self.cfg.image_size,
         )
 
     def save(self) -> None:

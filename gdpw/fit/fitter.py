@@ -1,0 +1,255 @@
+"""Fit FLAME shape, expression, jaw, gaze, head pose and an orthographic camera to landmarks.
+
+Landmarks are 68 iBUG points (and optionally the two iris centres) in image NDC (x right, y down,
+pixel centres at ``(2 i + 1) / W - 1``). An image is fitted by Adam on the reprojection error with
+Gaussian priors; a video fits its shape jointly on key frames, then tracks frame by frame, warm
+started from the previous frame, and smooths the result with a One-Euro filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.flame.lbs import lbs
+
+JAW_CONTOUR = slice(0, 17)
+PARAM_SIZES = {"expression": None, "global_pose": 3, "jaw_pose": 3, "eye_pose": 6, "camera": 3}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    iterations: int = 400  # per image, and for the key frames of a video
+    track_iterations: int = 60  # per video frame after the key frames
+    key_frames: int = 6
+    lr: float = 0.1
+    shape_prior: float = 1e-5  # landmark errors are in NDC: priors stay small beside them
+    expression_prior: float = 1e-5
+    jaw_prior: float = 3e-5
+    eye_prior: float = 3e-5
+    temporal: float = 1e-4
+    contour_weight: float = 0.5
+    iris_weight: float = 1.0
+    smooth_min_cutoff: float = 1.5  # One-Euro filter (Hz); 0 disables smoothing
+    smooth_beta: float = 0.3
+
+
+@dataclass
+class FlameFit:
+    """FLAME parameters and cameras of T frames of one person (shape shared)."""
+
+    shape: torch.Tensor  # (n_shape,)
+    expression: torch.Tensor  # (T, n_exp)
+    global_pose: torch.Tensor  # (T, 3)
+    jaw_pose: torch.Tensor  # (T, 3)
+    eye_pose: torch.Tensor  # (T, 6)
+    camera: torch.Tensor  # (T, 3) orthographic [scale, tx, ty]
+    landmark_error: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (T,) RMS error in NDC
+
+    def __len__(self) -> int:
+        return int(self.camera.shape[0])
+
+    def params(self, idx: slice | list[int] | None = None) -> FlameParams:
+        sel = slice(None) if idx is None else idx
+        n = len(self) if idx is None else len(range(len(self))[sel]) if isinstance(sel, slice) else len(sel)
+        return FlameParams(
+            shape=self.shape.expand(n, -1),
+            expression=self.expression[sel],
+            global_pose=self.global_pose[sel],
+            jaw_pose=self.jaw_pose[sel],
+            eye_pose=self.eye_pose[sel],
+        )
+
+    def image_vertices(self, flame: FLAME, idx: slice | list[int] | None = None) -> torch.Tensor:
+        """(n, V, 3) image-space vertices of frames ``idx``."""
+        sel = slice(None) if idx is None else idx
+        return orthographic(flame(self.params(idx)).vertices, self.camera[sel])
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k).detach().cpu().numpy() for k in ("shape", "expression", "global_pose", "jaw_pose", "eye_pose", "camera")}
+
+
+class OneEuroFilter:
+    """One-Euro low-pass filter over time for arrays (Casiez et al. 2012)."""
+
+    def __init__(self, freq: float, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
+        self.freq, self.min_cutoff, self.beta, self.d_cutoff = freq, min_cutoff, beta, d_cutoff
+
+    @staticmethod
+    def _alpha(cutoff: float | torch.Tensor, freq: float) -> torch.Tensor:
+        tau = 1.0 / (2 * np.pi * torch.as_tensor(cutoff))
+        return 1.0 / (1.0 + tau * freq)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Filter a (T, ...) sequence."""
+        out = x.clone()
+        dx_prev = torch.zeros_like(x[0])
+        for t in range(1, x.shape[0]):
+            dx = (x[t] - out[t - 1]) * self.freq
+            dx_hat = dx_prev + self._alpha(self.d_cutoff, self.freq) * (dx - dx_prev)
+            cutoff = self.min_cutoff + self.beta * dx_hat.abs()
+            a = self._alpha(cutoff, self.freq)
+            out[t] = out[t - 1] + a * (x[t] - out[t - 1])
+            dx_prev = dx_hat
+        return out
+
+
+class LandmarkFitter:
+    """Fits ``flame`` to landmarks; only the landmark and pupil vertices are skinned."""
+
+    def __init__(self, flame: FLAME, cfg: FitConfig | None = None) -> None:
+        if flame.lmk_faces_idx is None or flame.lmk_bary_coords is None:
+            raise ValueError("fitting needs a 68-point landmark embedding (the demo head has one; pass one for FLAME)")
+        self.flame = flame
+        self.cfg = cfg or FitConfig()
+        corners = flame.faces[flame.lmk_faces_idx]  # (68, 3)
+        pupils = [self._pupil(j) for j in (4, 3)]  # right eye (image left) first, like the 68 points
+        ids = torch.unique(torch.cat([corners.reshape(-1), torch.tensor(pupils)]))
+        remap = torch.full((flame.num_verts,), -1, dtype=torch.long)
+        remap[ids] = torch.arange(ids.numel())
+        self.corners = remap[corners]
+        self.pupils = remap[torch.tensor(pupils)]
+        self.bary = flame.lmk_bary_coords
+        self.v_template = flame.v_template[ids]
+        self.shapedirs = flame.shapedirs[ids]
+        cols = (ids[:, None] * 3 + torch.arange(3)).reshape(-1)
+        self.posedirs = flame.posedirs[:, cols]
+        self.weights = flame.lbs_weights[ids]
+        self.joint_basis = (flame.J_regressor @ flame.v_template, torch.einsum("jv,vck->jck", flame.J_regressor, flame.shapedirs))
+
+    def _pupil(self, joint: int) -> int:
+        """The front-most eyeball vertex of an eye joint (the pupil)."""
+        eye = torch.nonzero(self.flame.lbs_weights[:, joint] > 0.5).squeeze(1)
+        return int(eye[torch.argmax(self.flame.v_template[eye, 2])])
+
+    # -- model -------------------------------------------------------------------------------
+    def project(self, shape: torch.Tensor, exp: torch.Tensor, gpose: torch.Tensor, jaw: torch.Tensor,
+                eye: torch.Tensor, cam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Landmarks (T, 68, 2) and pupils (T, 2, 2) in image NDC."""
+        t = exp.shape[0]
+        f = self.flame
+        betas = torch.cat([shape.expand(t, -1), exp], 1)
+        pose = torch.cat([gpose, torch.zeros_like(gpose), jaw, eye], 1)
+        verts, _ = lbs(betas, pose, self.v_template, self.shapedirs, self.posedirs, f.J_regressor, f.parents,
+                       self.weights, self.joint_basis)
+        img = orthographic(verts, cam)[..., :2]
+        lmk = (img[:, self.corners] * self.bary[None, :, :, None]).sum(2)
+        return lmk, img[:, self.pupils]
+
+    def _init_camera(self, lmk: torch.Tensor) -> torch.Tensor:
+        """Scale and translation that map the template's landmarks onto ``lmk`` (T, 68, 2)."""
+        rest = (self.flame.v_template[self.flame.faces[self.flame.lmk_faces_idx]] * self.bary[..., None]).sum(1)
+        rest_xy = rest[:, :2] * torch.tensor([1.0, -1.0])
+        s = lmk.std(1).mean(1) / rest_xy.std(0).mean()
+        mean = lmk.mean(1)
+        tx = mean[:, 0] / s - rest[:, 0].mean()
+        ty = -mean[:, 1] / s - rest[:, 1].mean()
+        return torch.stack([s, tx, ty], 1)
+
+    def _loss(self, vars: dict[str, torch.Tensor], lmk: torch.Tensor, iris: torch.Tensor | None,
+              prev: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.cfg
+        cam = self._camera(vars)
+        pred, pupils = self.project(vars["shape"], vars["expression"], vars["global_pose"], vars["jaw_pose"], vars["eye_pose"], cam)
+        w = torch.ones(68)
+        w[JAW_CONTOUR] = c.contour_weight
+        per_frame = (((pred - lmk) ** 2).sum(-1) * w).mean(1)
+        loss = per_frame.sum()
+        if iris is not None:
+            loss = loss + c.iris_weight * ((pupils - iris) ** 2).sum(-1).mean(1).sum()
+        loss = loss + c.shape_prior * (vars["shape"] ** 2).sum()
+        loss = loss + c.expression_prior * (vars["expression"] ** 2).sum()
+        loss = loss + c.jaw_prior * (vars["jaw_pose"] ** 2).sum() + c.eye_prior * (vars["eye_pose"] ** 2).sum()
+        if prev is not None:
+            for k in ("expression", "global_pose", "jaw_pose", "eye_pose"):
+                loss = loss + c.temporal * ((vars[k] - prev[k]) ** 2).sum()
+        rms = ((pred - lmk) ** 2).sum(-1).mean(1).sqrt().detach()
+        return loss, rms
+
+    def _optimise(self, vars: dict[str, torch.Tensor], lmk: torch.Tensor, iris: torch.Tensor | None,
+                  iterations: int, prev: dict[str, torch.Tensor] | None = None, fixed: tuple[str, ...] = ()) -> torch.Tensor:
+        free = [v for k, v in vars.items() if k not in fixed]
+        for v in free:
+            v.requires_grad_(True)
+        opt = torch.optim.Adam(free, lr=self.cfg.lr)
+        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.05 ** (i / max(1, iterations)))
+        warmup = iterations // 4 if prev is None else 0  # pose and camera first, then everything
+        rms = torch.zeros(lmk.shape[0])
+        for it in range(iterations):
+            with torch.enable_grad():
+                loss, rms = self._loss(vars, lmk, iris, prev)
+                opt.zero_grad()
+                loss.backward()
+            if it < warmup:
+                for k in ("shape", "expression", "jaw_pose", "eye_pose"):
+                    if vars[k].grad is not None:
+                        vars[k].grad.zero_()
+            opt.step()
+            decay.step()
+        for v in vars.values():
+            v.requires_grad_(False)
+        return rms
+
+    def _new_vars(self, lmk: torch.Tensor, shape: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        t = lmk.shape[0]
+        cam = self._init_camera(lmk)
+        return {
+            "shape": torch.zeros(self.flame.n_shape) if shape is None else shape.clone(),
+            "expression": torch.zeros(t, self.flame.n_expression),
+            "global_pose": torch.zeros(t, 3),
+            "jaw_pose": torch.zeros(t, 3),
+            "eye_pose": torch.zeros(t, 6),
+            "log_scale": cam[:, :1].log(),
+            "trans": cam[:, 1:] * cam[:, :1],  # in NDC, like the landmarks, so Adam steps are comparable
+        }
+
+    @staticmethod
+    def _camera(vars: dict[str, torch.Tensor]) -> torch.Tensor:
+        scale = vars["log_scale"].exp()
+        return torch.cat([scale, vars["trans"] / scale], 1)
+
+    @classmethod
+    def _fit_from(cls, vars: dict[str, torch.Tensor], rms: torch.Tensor) -> FlameFit:
+        cam = cls._camera(vars)
+        return FlameFit(vars["shape"].detach(), vars["expression"].detach(), vars["global_pose"].detach(),
+                        vars["jaw_pose"].detach(), vars["eye_pose"].detach(), cam.detach(), rms)
+
+    # -- public ------------------------------------------------------------------------------
+    def fit(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None) -> FlameFit:
+        """Fit frames (T, 68, 2) jointly (one shared shape); ``shape`` given keeps it fixed."""
+        vars = self._new_vars(lmk, shape)
+        rms = self._optimise(vars, lmk, iris, self.cfg.iterations, fixed=("shape",) if shape is not None else ())
+        return self._fit_from(vars, rms)
+
+    def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, fps: float = 25.0,
+              shape: torch.Tensor | None = None, progress: bool = False) -> FlameFit:
+        """Fit a video (T, 68, 2): shape on key frames (unless given), then frame-by-frame tracking."""
+        from tqdm import tqdm
+
+        t = lmk.shape[0]
+        if shape is None:
+            keys = np.unique(np.linspace(0, t - 1, min(self.cfg.key_frames, t)).round().astype(int)).tolist()
+            shape = self.fit(lmk[keys], None if iris is None else iris[keys]).shape
+        frames: list[FlameFit] = []
+        prev: dict[str, torch.Tensor] | None = None
+        for i in tqdm(range(t), desc="track", unit="frame", disable=not progress):
+            if prev is None:
+                frames.append(self.fit(lmk[i : i + 1], None if iris is None else iris[i : i + 1], shape))
+            else:
+                vars = {k: v.clone() for k, v in prev.items()}
+                rms = self._optimise(vars, lmk[i : i + 1], None if iris is None else iris[i : i + 1],
+                                     self.cfg.track_iterations, prev=prev, fixed=("shape",))
+                frames.append(self._fit_from(vars, rms))
+            f = frames[-1]
+            prev = {"shape": f.shape, "expression": f.expression, "global_pose": f.global_pose, "jaw_pose": f.jaw_pose,
+                    "eye_pose": f.eye_pose, "log_scale": f.camera[:, :1].log(), "trans": f.camera[:, 1:] * f.camera[:, :1]}
+        fit = FlameFit(shape, *(torch.cat([getattr(f, k) for f in frames]) for k in
+                                ("expression", "global_pose", "jaw_pose", "eye_pose", "camera", "landmark_error")))
+        if self.cfg.smooth_min_cutoff > 0 and t > 2:
+            smooth = OneEuroFilter(fps, self.cfg.smooth_min_cutoff, self.cfg.smooth_beta)
+            for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "camera"):
+                setattr(fit, k, smooth(getattr(fit, k)))
+        return fit

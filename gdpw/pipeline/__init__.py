@@ -1,0 +1,21 @@
+"""Inference pipeline: crop, fit, transfer, render, generate, paste back; edits."""
+
+from .animator import AnimateConfig, AnimationResult, Animator, Source, source_from_fit
+from .crop import CropBox, crop, crop_box, paste_back
+from .edit import EditSpec, apply_edit, parse_components, sweep
+
+__all__ = [
+    "AnimateConfig",
+    "AnimationResult",
+    "Animator",
+    "CropBox",
+    "EditSpec",
+    "Source",
+    "apply_edit",
+    "crop",
+    "crop_box",
+    "parse_components",
+    "paste_back",
+    "source_from_fit",
+    "sweep",
+]

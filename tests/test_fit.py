@@ -1,0 +1,105 @@
+"""FLAME fitting: exact landmarks, MediaPipe on demo-head renders and on a real photo; smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gdpw.data.synth import SynthConfig, render_clip
+from gdpw.fit import FitConfig, LandmarkFitter, OneEuroFilter
+from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.flame.lbs import batch_rodrigues, euler_to_axis_angle, matrix_to_axis_angle
+
+
+@pytest.fixture(scope="module")
+def flame() -> FLAME:
+    return FLAME()
+
+
+def test_fitting_exact_landmarks_recovers_the_head(flame: FLAME) -> None:
+    g = torch.Generator().manual_seed(0)
+    t = 3
+    true = FlameParams(
+        shape=0.8 * torch.randn(1, 20, generator=g).expand(t, -1),
+        expression=(0.7 * torch.randn(t, 10, generator=g)).clamp(-0.3, 1.5),
+        global_pose=0.25 * torch.randn(t, 3, generator=g),
+        jaw_pose=torch.tensor([[0.15, 0.0, 0.0]]).expand(t, 3).clone(),
+        eye_pose=0.2 * torch.randn(t, 6, generator=g),
+    )
+    cam = torch.tensor([[6.0, 0.01, 0.02]]).expand(t, 3)
+    out = flame(true)
+    fitter = LandmarkFitter(flame)
+    lmk = orthographic(out.landmarks, cam)[..., :2]
+    iris = orthographic(out.vertices[:, [fitter._pupil(4), fitter._pupil(3)]], cam)[..., :2]
+    fit = fitter.fit(lmk, iris)
+    assert fit.landmark_error.max() < 0.01  # NDC: a third of a pixel at 64 px
+    verr = (fit.image_vertices(flame) - orthographic(out.vertices, cam))[..., :2].norm(dim=-1).mean()
+    assert verr < 0.05
+    assert (fit.global_pose - true.global_pose).abs().max() < 0.15
+    assert (fit.jaw_pose[:, 0] - 0.15).abs().median() < 0.06  # jaw and mouth expressions trade off a little
+    assert torch.allclose(fit.camera[:, 0], cam[:, 0], rtol=0.08)
+
+
+def test_mediapipe_on_demo_head_renders_recovers_pose(flame: FLAME) -> None:
+    pytest.importorskip("mediapipe")
+    from gdpw.fit import MediaPipeDetector
+    from gdpw.pipeline import crop_box
+
+    clip = render_clip(flame, SynthConfig(size=256, frames_per_clip=10, seed=11), 0, 0)
+    fitter = LandmarkFitter(flame)
+    with MediaPipeDetector() as det:
+        lmks, irises, keep = [], [], []
+        for i, img in enumerate(clip.images):
+            faces = det.detect(img)
+            if faces:
+                lmks.append(faces[0].ibug68)
+                irises.append(faces[0].irises)
+                keep.append(i)
+    assert len(keep) >= 8
+    box = crop_box(lmks[0])
+    lmk = torch.from_numpy(np.stack([box.to_ndc(x) for x in lmks])).float()
+    fit = fitter.track(lmk, fps=10)
+    # yaw of the fitted head against the truth, over the clip
+    true_yaw = torch.from_numpy(clip.params["global_pose"][keep, 1])
+    fit_yaw = fit.global_pose[:, 1]
+    assert torch.corrcoef(torch.stack([true_yaw, fit_yaw]))[0, 1] > 0.8
+    assert (fit_yaw - true_yaw).abs().mean() < 0.2
+
+
+def test_mediapipe_on_the_astronaut() -> None:
+    pytest.importorskip("mediapipe")
+    skimage = pytest.importorskip("skimage")
+    from gdpw.fit import MediaPipeDetector
+    from gdpw.pipeline import crop_box
+
+    img = skimage.data.astronaut()
+    with MediaPipeDetector() as det:
+        faces = det.detect(img)
+    assert len(faces) == 1
+    lmk = faces[0].ibug68
+    assert lmk.shape == (68, 2)
+    assert lmk[36, 0] < lmk[45, 0] and lmk[27, 1] < lmk[57, 1]  # eyes left to right, nose above chin
+    fit = LandmarkFitter(FLAME()).fit(torch.from_numpy(crop_box(lmk).to_ndc(lmk))[None].float())
+    assert fit.landmark_error[0] < 0.05  # a real face is not the demo head: the fit is close, not exact
+
+
+def test_one_euro_filter_smooths_noise_and_follows_steps() -> None:
+    torch.manual_seed(0)
+    t = torch.arange(200) / 25
+    clean = torch.where(t > 4, 1.0, 0.0)[:, None]
+    noisy = clean + 0.05 * torch.randn(200, 1)
+    out = OneEuroFilter(25, min_cutoff=1.0, beta=0.5)(noisy)
+    assert (out - clean)[20:90].std() < 0.5 * (noisy - clean)[20:90].std()
+    assert (out[-20:] - 1).abs().max() < 0.1
+
+
+def test_rotation_helpers_roundtrip() -> None:
+    aa = torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.0, 0.0], [0.0, 2.5, 0.0]])
+    assert torch.allclose(matrix_to_axis_angle(batch_rodrigues(aa)), aa, atol=1e-4)
+    yaw = euler_to_axis_angle(torch.tensor([0.4]), torch.tensor([0.0]), torch.tensor([0.0]))
+    assert torch.allclose(yaw, torch.tensor([[0.0, 0.4, 0.0]]), atol=1e-5)
+
+
+def test_fit_config_is_typed() -> None:
+    assert FitConfig().iterations > FitConfig().track_iterations

@@ -1,0 +1,198 @@
+"""Animation, editing and the demo: end to end, the Python API, and every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gdpw.cli.main import main
+from gdpw.data.synth import SynthConfig, render_clip
+from gdpw.data.video import read_video, write_video
+from gdpw.fit import FlameFit
+from gdpw.flame import FLAME
+from gdpw.pipeline import AnimateConfig, Animator, CropBox, EditSpec, apply_edit, crop, crop_box, paste_back, sweep
+
+mediapipe = pytest.importorskip("mediapipe", reason="fitting tests need mediapipe (installed in CI)")
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from PIL import Image
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("img") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def driving_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clip = render_clip(FLAME(), SynthConfig(size=192, frames_per_clip=8, seed=5), 2, 0)
+    path = tmp_path_factory.mktemp("vid") / "driving.mp4"
+    write_video(path, clip.images, 10.0)
+    return path
+
+
+def _one_line_error(capsys, command: str) -> str:  # type: ignore[no-untyped-def]
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gdpw {command}: error:"), err
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_animate_astronaut_with_a_synthetic_driving_video(astronaut: Path, driving_video: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.mp4"
+    assert main(["animate", "--source", str(astronaut), "--driving", str(driving_video), "-o", str(out), "--profile"]) == 0
+    text = capsys.readouterr().out
+    for stage in ("decode", "detect", "fit", "render", "generate", "encode", "total"):
+        assert stage in text
+    frames, info = read_video(out)
+    assert frames.shape == (8, 512, 512, 3) and info.fps == pytest.approx(10.0)
+    # the result differs from frame to frame (the head moves) and keeps the source outside the face
+    assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 0.2
+    from skimage import data
+
+    src = data.astronaut().astype(int)
+    assert np.abs(frames[0, -40:, :40].astype(int) - src[-40:, :40]).mean() < 6
+
+
+def test_side_by_side_and_batch_mode(astronaut: Path, driving_video: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(astronaut.read_bytes())
+    assert main(["animate", "--source", str(folder), "--driving", str(driving_video), "-o", str(tmp_path / "outs"),
+                 "--side-by-side", "--max-frames", "3"]) == 0
+    frames, _ = read_video(tmp_path / "outs" / "a.mp4")
+    assert frames.shape[0] == 3 and frames.shape[2] > 2 * frames.shape[1]
+
+
+def test_python_api_relative_motion_keeps_the_source_for_a_still_driver(astronaut: Path) -> None:
+    from skimage import data
+
+    animator = Animator(AnimateConfig(paste_back=False))
+    try:
+        img = data.astronaut()
+        result = animator.animate(img, [img, img], fps=25)
+        assert result.crops.shape == (2, 64, 64, 3)
+        src = animator.prepare_source(img)
+        target = animator.transfer(src.fit, FlameFit(src.fit.shape, src.fit.expression.repeat(2, 1), src.fit.global_pose.repeat(2, 1),
+                                                     src.fit.jaw_pose.repeat(2, 1), src.fit.eye_pose.repeat(2, 1), src.fit.camera.repeat(2, 1)))
+        assert torch.allclose(target.global_pose, src.fit.global_pose.expand(2, 3), atol=1e-5)
+        assert torch.allclose(target.camera, src.fit.camera.expand(2, 3), atol=1e-6)
+    finally:
+        animator.close()
+
+
+def test_edit_and_frontalize(astronaut: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    assert main(["edit", "--source", str(astronaut), "--yaw", "25", "--jaw", "8", "--expression", "0=1.5", "-o", str(tmp_path / "e.png")]) == 0
+    assert Image.open(tmp_path / "e.png").size == (512, 512)
+    assert main(["edit", "--source", str(astronaut), "--sweep", "yaw:-20:20:3", "-o", str(tmp_path / "s.mp4")]) == 0
+    assert read_video(tmp_path / "s.mp4")[0].shape[0] == 5
+    (tmp_path / "edit.json").write_text('{"pitch": 10, "gaze_x": 5, "shape": {"0": 1.0}}')
+    assert main(["edit", "--source", str(astronaut), "--json", str(tmp_path / "edit.json"), "-o", str(tmp_path / "j.png")]) == 0
+    assert main(["frontalize", "--source", str(astronaut), "-o", str(tmp_path / "f.png")]) == 0
+
+
+def test_apply_edit_semantics() -> None:
+    fit = FlameFit(torch.zeros(20), torch.zeros(1, 10), torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 6), torch.tensor([[6.0, 0, 0]]))
+    e = apply_edit(fit, EditSpec(yaw=30, jaw=10, expression={2: 1.0}, gaze_x=5))
+    assert torch.allclose(e.global_pose, torch.tensor([[0.0, np.pi / 6, 0.0]]), atol=1e-5)
+    assert e.jaw_pose[0, 0] == pytest.approx(np.pi / 18) and e.expression[0, 2] == 1.0
+    assert e.eye_pose[0, 1] == pytest.approx(np.pi / 36) and e.eye_pose[0, 4] == pytest.approx(np.pi / 36)
+    assert len(sweep(fit, EditSpec(), "roll", -10, 10, 5)) == 9
+    with pytest.raises(ValueError, match="out of range"):
+        apply_edit(fit, EditSpec(expression={99: 1.0}))
+    with pytest.raises(ValueError, match="unknown edit keys"):
+        EditSpec.from_dict({"smile": 1})
+
+
+def test_crop_and_paste_back_roundtrip() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, size=(100, 120, 3), dtype=np.uint8)
+    box = CropBox(20.0, 10.0, 64.0)
+    patch = crop(img, box, 64)
+    assert np.array_equal(patch, img[10:74, 20:84])
+    back = paste_back(img, patch, box)
+    assert np.abs(back.astype(int) - img.astype(int)).max() <= 1
+    lmk = np.array([[10.0, 20.0], [30.0, 60.0]])
+    b = crop_box(lmk, scale=2.0)
+    assert b.size == 80 and np.allclose(b.to_ndc(lmk).mean(0), 0, atol=1e-6)
+
+
+def test_demo_writes_playable_videos(tmp_path: Path, capsys) -> None:
+    import av
+
+    assert main(["demo", "-o", str(tmp_path), "--frames", "12"]) == 0
+    for name, frames in (("reenactment.mp4", 12), ("edit_sweep.mp4", 34)):
+        with av.open(str(tmp_path / name)) as c:
+            stream = c.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            decoded = sum(1 for _ in c.decode(video=0))
+        assert decoded == frames
+
+
+# -- bad input: one line, exit status 2, nothing written ----------------------------------------
+
+
+def test_no_face(tmp_path: Path, driving_video: Path, capsys) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(tmp_path / "blank.png")
+    assert main(["animate", "--source", str(tmp_path / "blank.png"), "--driving", str(driving_video), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "no face found in the source image" in _one_line_error(capsys, "animate")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_several_faces_need_face_index(astronaut: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    face = np.asarray(Image.open(astronaut))[0:300, 100:400]  # two faces large enough for the detector
+    Image.fromarray(np.concatenate([face, face[:, ::-1]], axis=1)).save(tmp_path / "two.png")
+    assert main(["frontalize", "--source", str(tmp_path / "two.png"), "-o", str(tmp_path / "f.png")]) == 2
+    assert "2 faces found" in _one_line_error(capsys, "frontalize") and not (tmp_path / "f.png").exists()
+    assert main(["frontalize", "--source", str(tmp_path / "two.png"), "--face-index", "1", "-o", str(tmp_path / "f.png")]) == 0
+    assert main(["frontalize", "--source", str(tmp_path / "two.png"), "--face-index", "5", "-o", str(tmp_path / "g.png")]) == 2
+    assert "has 2 face(s)" in _one_line_error(capsys, "frontalize")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20])
+def test_unreadable_or_empty_video(astronaut: Path, tmp_path: Path, capsys, content: bytes) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    assert main(["animate", "--source", str(astronaut), "--driving", str(bad), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "bad.mp4" in _one_line_error(capsys, "animate")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_image_too_small(tmp_path: Path, driving_video: Path, astronaut: Path, capsys) -> None:
+    from PIL import Image
+
+    Image.open(astronaut).resize((40, 40)).save(tmp_path / "tiny.png")
+    assert main(["frontalize", "--source", str(tmp_path / "tiny.png"), "-o", str(tmp_path / "f.png")]) == 2
+    err = _one_line_error(capsys, "frontalize")
+    assert "too small" in err or "no face found" in err
+
+
+def test_missing_files(astronaut: Path, driving_video: Path, tmp_path: Path, capsys) -> None:
+    args = ["animate", "--source", str(astronaut), "--driving", str(driving_video), "-o", str(tmp_path / "o.mp4")]
+    assert main(args + ["--flame", str(tmp_path / "generic_model.pkl")]) == 2
+    assert "FLAME model not found" in _one_line_error(capsys, "animate")
+    assert main(args + ["--checkpoint", str(tmp_path / "gdpw.pt")]) == 2
+    assert "checkpoint not found" in _one_line_error(capsys, "animate")
+    assert main(["animate", "--source", str(tmp_path / "nope.png"), "--driving", str(driving_video), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "image not found" in _one_line_error(capsys, "animate")
+
+
+def test_checkpoint_that_does_not_match_the_flame_model(astronaut: Path, tmp_path: Path, capsys) -> None:
+    from gdpw.model import Generator, GeneratorConfig
+    from gdpw.model.checkpoint import Checkpoint, save_checkpoint
+
+    cfg = GeneratorConfig(guidance="neural_codes", base_chns=4, num_levels=3, num_verts=100)
+    save_checkpoint(Checkpoint(cfg, Generator(cfg).state_dict(), image_size=64), tmp_path / "other.pt")
+    assert main(["frontalize", "--source", str(astronaut), "--checkpoint", str(tmp_path / "other.pt"), "-o", str(tmp_path / "f.png")]) == 2
+    assert "codes are for 100 vertices" in _one_line_error(capsys, "frontalize")
