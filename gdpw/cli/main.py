@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gdpw.cli import animate, render, synth, train
+from gdpw.cli import animate, evaluate, render, synth, train
 
 EXAMPLES = """examples:
   gdpw demo                                      # reenactment + editing on the demo head
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_parser(sub)
     train.add_parser(sub)
     animate.add_parsers(sub)
+    evaluate.add_parser(sub)
 
     return parser
 

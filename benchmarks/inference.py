@@ -1,0 +1,121 @@
+"""Per-frame time of the full-size generator (released configuration, 256x256), side by side.
+
+Baseline: a straightforward eager run of the network as the released code runs it (spectral norm
+recomputed and BatchNorm applied on every call). Against it: the folded network
+(``gdpw.model.fold``), then folded + channels_last, then (``--compile``) folded + torch.compile.
+Every variant is checked against the baseline's output (max abs difference <= 1e-4).
+With ``--device cuda`` it also reports frames per second of the full pipeline (render + generate)
+at batch 1 and 16 in fp32, fp16 and bf16.
+
+    python benchmarks/inference.py [--guidance neural_codes] [--repeats 5] [--compile] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Callable
+
+import torch
+
+from gdpw.model import Generator, GeneratorConfig
+from gdpw.model.fold import fold_for_inference
+
+
+def timed(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    out = fn()  # warm-up
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeats, out
+
+
+def inputs(cfg: GeneratorConfig, batch: int, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(batch, 3, size, size, generator=g)
+    disp = 0.05 * torch.randn(batch, 2, size, size, generator=g)
+    codes = torch.rand(batch, cfg.embed_dim, size, size, generator=g)
+    return tuple(t.to(device) for t in (img, disp, codes, codes))
+
+
+def generator_speed(args: argparse.Namespace, device: torch.device) -> None:
+    cfg = GeneratorConfig(guidance=args.guidance)
+    torch.manual_seed(0)
+    base = Generator(cfg).eval().to(device)
+    with torch.no_grad():  # give the BatchNorms non-trivial statistics, as trained weights have
+        for m in base.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    x = inputs(cfg, 1, args.size, device)
+    n_params = sum(p.numel() for p in base.parameters())
+    print(f"generator {cfg.guidance}: {n_params / 1e6:.1f}M parameters, {args.size}x{args.size}, batch 1, "
+          f"{torch.get_num_threads()} threads, device {device}")
+
+    with torch.inference_mode():
+        t_base, ref = timed(lambda: base(*x).rec_img_d, args.repeats, device)
+        print(f"{'eager, spectral norm + BatchNorm (released way)':<52} {t_base * 1000:8.1f} ms/frame  1.00x")
+        folded = fold_for_inference(base)
+        variants: list[tuple[str, Callable[[], torch.Tensor]]] = [("folded", lambda: folded(*x).rec_img_d)]
+        folded_cl = fold_for_inference(base).to(memory_format=torch.channels_last)
+        x_cl = (x[0].contiguous(memory_format=torch.channels_last),) + x[1:]
+        variants.append(("folded + channels_last", lambda: folded_cl(*x_cl).rec_img_d))
+        if args.compile:
+            compiled = torch.compile(folded_cl)
+            variants.append(("folded + channels_last + torch.compile", lambda: compiled(*x_cl).rec_img_d))
+        best = t_base
+        for name, fn in variants:
+            t, out = timed(fn, args.repeats, device)
+            err = (out - ref).abs().max().item()
+            ok = "ok" if err <= 1e-4 else "MISMATCH"
+            print(f"{name:<52} {t * 1000:8.1f} ms/frame  {t_base / t:.2f}x   max|diff| {err:.1e} {ok}")
+            best = min(best, t)
+        print(f"best speed-up over the released way: {t_base / best:.2f}x")
+
+
+def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
+    from gdpw.flame import FLAME, FlameParams, orthographic
+    from gdpw.render import render_guidance
+
+    flame = FLAME().to(device)
+    cfg = GeneratorConfig(guidance=args.guidance, num_verts=flame.num_verts)
+    gen = fold_for_inference(Generator(cfg).eval()).to(device).to(memory_format=torch.channels_last)
+    for batch in (1, 16):
+        cam = torch.tensor([[6.0, 0.0, 0.02]], device=device).expand(batch, 3)
+        pose = torch.zeros(batch, 3, device=device)
+        pose[:, 1] = torch.linspace(-0.4, 0.4, batch, device=device)
+        vs = orthographic(flame(FlameParams(global_pose=torch.zeros(batch, 3, device=device))).vertices, cam)
+        vd = orthographic(flame(FlameParams(global_pose=pose)).vertices, cam)
+        img = torch.rand(batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            def step() -> torch.Tensor:
+                pat = render_guidance(vs, vd, flame.faces, (args.size, args.size), gen.embeds if cfg.uses_codes else None)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    return gen(img, pat.geom_disp, pat.codes_s, pat.codes_d).rec_img_d
+
+            with torch.inference_mode():
+                t, _ = timed(step, args.repeats, device)
+            print(f"pipeline (render + generate) batch {batch:2d} {str(dtype).split('.')[-1]:>8}: {batch / t:8.1f} frames/s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--guidance", default="neural_codes", choices=["neural_codes", "geom_disp", "both"])
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build on a CPU)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    generator_speed(args, device)
+    if device.type == "cuda":
+        pipeline_speed(args, device)
+
+
+if __name__ == "__main__":
+    main()
