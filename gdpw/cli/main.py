@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gdpw.cli import animate, evaluate, render, synth, train
+from gdpw.cli import animate, app, evaluate, render, synth, train
 
 EXAMPLES = """examples:
   gdpw demo                                      # reenactment + editing on the demo head
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     animate.add_parsers(sub)
     evaluate.add_parser(sub)
+    app.add_parser(sub)
 
     return parser
 

@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
@@ -100,7 +101,7 @@ def load_clip(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as err:
         raise DatasetError(f"{path}: unreadable clip shard ({type(err).__name__}: {err})") from None
     for key in ("images", "verts"):
         if key not in data:

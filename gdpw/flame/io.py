@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ def _read_raw(path: Path) -> dict[str, Any]:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as err:
             raise FlameFileError(f"{path}: not a readable FLAME .npz ({err})") from None
     try:
         raw = _FlameUnpickler(io.BytesIO(data), encoding="latin1").load()

@@ -115,12 +115,25 @@ class Animator:
         return Source(image, box, crop(image, box, self.size), fit)
 
     def fit_driving(self, frames: Sequence[np.ndarray], fps: float, shape: torch.Tensor | None = None) -> FlameFit:
-        """Track the driving video inside one box (from its first frame), so camera motion is kept."""
-        lmks, irises = [], []
+        """Track the driving video inside one box (from its first detected face), so camera motion is kept.
+
+        Frames where no face is found reuse the nearest detected frame's landmarks; a video with
+        faces in fewer than half of its frames is refused.
+        """
+        found: list[tuple[np.ndarray, np.ndarray] | None] = []
         for i, frame in enumerate(frames):
-            lmk, iris = self.landmarks(frame, f"driving frame {i}")
-            lmks.append(lmk)
-            irises.append(iris)
+            try:
+                found.append(self.landmarks(frame, f"driving frame {i}"))
+            except FaceDetectionError as err:
+                if "faces found" in str(err) or "--face-index" in str(err):
+                    raise  # several faces: the user has to choose
+                found.append(None)
+        hits = [i for i, f in enumerate(found) if f is not None]
+        if len(hits) * 2 < len(found):
+            raise FaceDetectionError(f"no face found in {len(found) - len(hits)} of {len(found)} driving frames")
+        filled = [found[min(hits, key=lambda h: abs(h - i))] if f is None else f for i, f in enumerate(found)]
+        lmks = [f[0] for f in filled if f is not None]
+        irises = [f[1] for f in filled if f is not None]
         box = crop_box(lmks[0], self.cfg.crop_scale)
         t = time.perf_counter()
         lmk_t = torch.from_numpy(np.stack([box.to_ndc(x) for x in lmks])).float()

@@ -1,0 +1,135 @@
+"""``gdpw app``: a Gradio page for animating and editing portraits.
+
+It drives the same ``Animator`` and ``AnimateConfig`` as the command line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdpw.pipeline import AnimateConfig, Animator, EditSpec, apply_edit
+
+N_EXPRESSION_SLIDERS = 4
+
+
+class AppState:
+    """Animators by checkpoint label, created on first use and kept for the session."""
+
+    def __init__(self, checkpoints: dict[str, str | None], base: AnimateConfig) -> None:
+        self.checkpoints = checkpoints
+        self.base = base
+        self._animators: dict[tuple[str, str], Animator] = {}
+
+    def animator(self, label: str, motion: str) -> Animator:
+        key = (label, motion)
+        if key not in self._animators:
+            cfg = replace(self.base, checkpoint=self.checkpoints[label], motion=motion)  # type: ignore[arg-type]
+            self._animators[key] = Animator(cfg)
+        return self._animators[key]
+
+    def close(self) -> None:
+        for a in self._animators.values():
+            a.close()
+
+
+def demo_assets(folder: Path) -> tuple[np.ndarray, str]:
+    """A synthetic portrait and a synthetic driving video (the built-in demo head), made once."""
+    from gdpw.data.synth import SynthConfig, render_clip
+    from gdpw.data.video import write_video
+    from gdpw.flame import FLAME
+
+    flame = FLAME()
+    video = folder / "demo_driving.mp4"
+    # seed 7: a portrait MediaPipe finds, and a driver it finds in 22 of 24 frames
+    source = render_clip(flame, SynthConfig(size=256, frames_per_clip=1, seed=7), 0, 0).images[0]
+    if not video.exists():
+        clip = render_clip(flame, SynthConfig(size=256, frames_per_clip=24, seed=7), 1, 1)
+        write_video(video, clip.images, 10.0)
+    return source, str(video)
+
+
+def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = None) -> Any:
+    import gradio as gr
+
+    from gdpw.data.video import read_video, write_video
+
+    state = AppState(checkpoints, base or AnimateConfig())
+    workdir = Path(tempfile.mkdtemp(prefix="gdpw_app_"))
+    labels = list(checkpoints)
+
+    def use_demo() -> tuple[np.ndarray, str]:
+        return demo_assets(workdir)
+
+    def animate(source: np.ndarray | None, driving: str | None, label: str, motion: str, side: bool,
+                progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
+        if source is None or not driving:
+            raise gr.Error("Upload a portrait and a driving video (or press 'Use the demo assets').")
+        try:
+            frames, info = read_video(driving, max_frames=300)
+            animator = state.animator(label, motion)
+            animator.cfg = replace(animator.cfg, side_by_side=side)
+            progress(0.2, desc="fitting and generating")
+            result = animator.animate(np.ascontiguousarray(source[..., :3]), list(frames), fps=info.fps)
+            out = workdir / f"result_{len(list(workdir.glob('result_*')))}.mp4"
+            write_video(out, result.frames, info.fps, audio_from=driving if info.has_audio else None)
+        except Exception as err:  # shown to the user as one line, whatever failed
+            raise gr.Error(f"{type(err).__name__}: {err}") from None
+        return str(out)
+
+    def edit(source: np.ndarray | None, label: str, yaw: float, pitch: float, roll: float, jaw: float,
+             *expression: float) -> np.ndarray:
+        if source is None:
+            raise gr.Error("Upload a portrait (or press 'Use the demo assets').")
+        try:
+            animator = state.animator(label, "relative")
+            src = animator.prepare_source(np.ascontiguousarray(source[..., :3]))
+            spec = EditSpec(yaw=yaw, pitch=pitch, roll=roll, jaw=jaw, expression={i: v for i, v in enumerate(expression)})
+            return animator.animate_fit(src, apply_edit(src.fit, spec)).frames[0]
+        except Exception as err:  # shown to the user as one line, whatever failed
+            raise gr.Error(f"{type(err).__name__}: {err}") from None
+
+    with gr.Blocks(title="gdpw: one-shot face animation") as app:
+        gr.Markdown("# gdpw — geometry-driven progressive warping\nUpload a portrait and a driving video, "
+                    "or use the built-in demo head.")
+        with gr.Row():
+            source = gr.Image(label="Portrait", type="numpy", format="png", elem_id="source")
+            driving = gr.Video(label="Driving video", elem_id="driving")
+        with gr.Row():
+            demo_btn = gr.Button("Use the demo assets", elem_id="use-demo")
+            label = gr.Dropdown(labels, value=labels[0], label="Checkpoint (guidance)", elem_id="checkpoint")
+            motion = gr.Radio(["relative", "absolute"], value="relative", label="Motion", elem_id="motion")
+            side = gr.Checkbox(False, label="Side by side")
+        run = gr.Button("Animate", variant="primary", elem_id="animate")
+        result = gr.Video(label="Result", elem_id="result")
+        with gr.Accordion("Edit the portrait", open=False):
+            with gr.Row():
+                yaw = gr.Slider(-40, 40, 0, step=1, label="Yaw (deg)")
+                pitch = gr.Slider(-30, 30, 0, step=1, label="Pitch (deg)")
+                roll = gr.Slider(-30, 30, 0, step=1, label="Roll (deg)")
+                jaw = gr.Slider(0, 20, 0, step=1, label="Jaw open (deg)")
+            exps = [gr.Slider(-1, 2, 0, step=0.1, label=f"Expression {i}") for i in range(N_EXPRESSION_SLIDERS)]
+            edit_btn = gr.Button("Apply edit", elem_id="apply-edit")
+            edited = gr.Image(label="Edited", format="png", elem_id="edited")
+        demo_btn.click(use_demo, outputs=[source, driving])
+        run.click(animate, inputs=[source, driving, label, motion, side], outputs=result)
+        edit_btn.click(edit, inputs=[source, label, yaw, pitch, roll, jaw, *exps], outputs=edited)
+    app.gdpw_state = state  # so callers can close the animators
+    return app
+
+
+def checkpoint_choices(paths: list[str]) -> dict[str, str | None]:
+    """Dropdown labels ('name (guidance)') for the demo generator and any given checkpoints."""
+    from gdpw.model.checkpoint import load_checkpoint
+    from gdpw.pipeline.animator import DEMO_CHECKPOINT
+
+    out: dict[str, str | None] = {}
+    for path in [None, *paths]:
+        ckpt = load_checkpoint(path or DEMO_CHECKPOINT)
+        name = "demo" if path is None else Path(path).stem
+        out[f"{name} ({ckpt.generator_config.guidance})"] = path
+    return out
