@@ -196,3 +196,38 @@ def test_checkpoint_that_does_not_match_the_flame_model(astronaut: Path, tmp_pat
     save_checkpoint(Checkpoint(cfg, Generator(cfg).state_dict(), image_size=64), tmp_path / "other.pt")
     assert main(["frontalize", "--source", str(astronaut), "--checkpoint", str(tmp_path / "other.pt"), "-o", str(tmp_path / "f.png")]) == 2
     assert "codes are for 100 vertices" in _one_line_error(capsys, "frontalize")
+
+
+def test_preprocess_videos_into_a_dataset(tmp_path: Path, capsys) -> None:
+    from gdpw.data import GdpwClipSource, PairDataset, read_index
+
+    clip = render_clip(FLAME(), SynthConfig(size=192, frames_per_clip=6, seed=5), 2, 0)
+    videos = tmp_path / "vox" / "id001" / "vid01"
+    videos.mkdir(parents=True)
+    write_video(videos / "00001.mp4", clip.images, 10.0)
+    (videos / "00002.mp4").write_bytes(b"not a video")
+    out = tmp_path / "ds"
+    assert main(["preprocess", str(tmp_path / "vox"), "-o", str(out), "--size", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "1 clips (6 frames)" in text and "skipped" in text and "00002.mp4" in text
+    _, clips = read_index(out)
+    assert clips[0].identity == "id001" and clips[0].frames == 6
+    pair = PairDataset(GdpwClipSource([out]), length=2, seed=0)[0]
+    assert pair["img_s"].shape == (3, 64, 64) and pair["verts_s"].shape == (5023, 3)
+    # the fitted mesh lies on the face in the crops
+    from gdpw.render import rasterize
+
+    mask = rasterize(pair["verts_s"][None], FLAME().faces, (64, 64)).mask()
+    assert 0.05 < mask.mean() < 0.8
+    shard = out / "clips" / "id001__vid01__00001.npz"
+    before = shard.stat().st_mtime_ns
+    assert main(["preprocess", str(tmp_path / "vox"), "-o", str(out), "--size", "64"]) == 0  # resumes
+    assert shard.stat().st_mtime_ns == before
+
+
+def test_fit_command_on_a_video(driving_video: Path, tmp_path: Path, capsys) -> None:
+    assert main(["fit", "--input", str(driving_video), "-o", str(tmp_path / "f.npz"), "--preview", str(tmp_path / "p.png")]) == 0
+    data = np.load(tmp_path / "f.npz")
+    assert data["expression"].shape == (8, 10) and data["camera"].shape == (8, 3)
+    assert data["landmark_error"].max() < 0.06  # NDC; MediaPipe points on the demo head fit to ~0.03-0.05
+    assert (tmp_path / "p.png").exists()

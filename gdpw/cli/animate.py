@@ -183,7 +183,7 @@ def cmd_frontalize(args: argparse.Namespace) -> None:
 
 def cmd_fit(args: argparse.Namespace) -> None:
     from gdpw.data.video import read_image, read_video
-    from gdpw.pipeline import Animator
+    from gdpw.pipeline import Animator, crop
 
     path = Path(args.input)
     animator = Animator(_config(args))
@@ -193,9 +193,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
             fit, crop_img = source.fit, source.crop
         else:
             frames, info = read_video(path, args.max_frames)
-            fit = animator.fit_driving(list(frames), info.fps)
-            source = animator.prepare_source(frames[0])
-            crop_img = source.crop
+            fit, box = animator.fit_driving(list(frames), info.fps)
+            crop_img = crop(frames[0], box, animator.size)
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, **fit.to_numpy(), landmark_error=fit.landmark_error.numpy())

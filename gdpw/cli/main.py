@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gdpw.cli import animate, app, evaluate, render, synth, train
+from gdpw.cli import animate, app, evaluate, preprocess, render, synth, train
 
 EXAMPLES = """examples:
   gdpw demo                                      # reenactment + editing on the demo head
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     render.add_parser(sub)
     synth.add_parser(sub)
+    preprocess.add_parser(sub)
     train.add_parser(sub)
     animate.add_parsers(sub)
     evaluate.add_parser(sub)

@@ -23,7 +23,7 @@ PARAM_SIZES = {"expression": None, "global_pose": 3, "jaw_pose": 3, "eye_pose": 
 @dataclass(frozen=True)
 class FitConfig:
     iterations: int = 400  # per image, and for the key frames of a video
-    track_iterations: int = 60  # per video frame after the key frames
+    track_iterations: int = 150  # per video frame after the key frames
     key_frames: int = 6
     lr: float = 0.1
     shape_prior: float = 1e-5  # landmark errors are in NDC: priors stay small beside them

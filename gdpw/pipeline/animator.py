@@ -114,8 +114,10 @@ class Animator:
         self._timed("fit", t)
         return Source(image, box, crop(image, box, self.size), fit)
 
-    def fit_driving(self, frames: Sequence[np.ndarray], fps: float, shape: torch.Tensor | None = None) -> FlameFit:
+    def fit_driving(self, frames: Sequence[np.ndarray], fps: float, shape: torch.Tensor | None = None) -> tuple[FlameFit, CropBox]:
         """Track the driving video inside one box (from its first detected face), so camera motion is kept.
+
+        Returns the fit (cameras in the box's NDC) and the box.
 
         Frames where no face is found reuse the nearest detected frame's landmarks; a video with
         faces in fewer than half of its frames is refused.
@@ -140,7 +142,7 @@ class Animator:
         iris_t = torch.from_numpy(np.stack([box.to_ndc(x) for x in irises])).float()
         fit = self.fitter.track(lmk_t, iris_t, fps=fps, shape=shape)
         self._timed("fit", t)
-        return fit
+        return fit, box
 
     def transfer(self, source: FlameFit, driving: FlameFit) -> FlameFit:
         """The source's identity with the driving motion, absolute or relative to driving frame 0."""
@@ -210,7 +212,7 @@ class Animator:
     def animate(self, source_image: np.ndarray, driving_frames: Sequence[np.ndarray], fps: float = 25.0) -> AnimationResult:
         self.timings.clear()
         source = self.prepare_source(source_image)
-        driving = self.fit_driving(driving_frames, fps)
+        driving, _ = self.fit_driving(driving_frames, fps)
         crops = self.generate(source, self.transfer(source.fit, driving))
         return AnimationResult(self.compose(source, crops, driving_frames), crops, dict(self.timings))
 

@@ -1,0 +1,120 @@
+"""Videos (VoxCeleb or any talking-head footage) to a gdpw dataset: crops, FLAME fits, shards.
+
+Each video becomes one clip shard: frames cropped with one box per clip (from its first detected
+face, the same recipe as ``gdpw animate``), resized to ``size``, and tracked with the FLAME fitter;
+the shard stores the crops, the fitted parameters, the orthographic cameras and the image-space
+vertices. Identities are the videos' grandparent folders (VoxCeleb's ``id/video/clip.mp4``) or
+their parent folders. Shards already written are skipped, so a run resumes; videos are spread
+over worker processes. A video that fails is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import ClipInfo, write_clip, write_index
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    size: int = 256
+    max_frames: int = 300
+    crop_scale: float = 2.5
+    heldout: tuple[str, ...] = ()  # identities for the 'test' split
+    flame: str | None = None
+
+
+def find_videos(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+def clip_name(video: Path, root: Path) -> tuple[str, str]:
+    """(identity, clip name) of a video below ``root``."""
+    rel = video.relative_to(root).with_suffix("")
+    parts = rel.parts
+    identity = parts[0] if len(parts) > 1 else rel.name
+    return identity, "__".join(parts)
+
+
+def process_video(video: Path, shard: Path, cfg: PreprocessConfig) -> int:
+    """Crop, fit and write one video; returns its frame count."""
+    import torch
+
+    from gdpw.pipeline import AnimateConfig, Animator, crop
+
+    from .video import read_video
+
+    frames, info = read_video(video, cfg.max_frames)
+    animator = Animator(AnimateConfig(flame=cfg.flame, crop_scale=cfg.crop_scale))
+    try:
+        fit, box = animator.fit_driving(list(frames), info.fps)
+    finally:
+        animator.close()
+    crops = np.stack([crop(f, box, cfg.size) for f in frames])
+    with torch.no_grad():
+        verts = animator.vertices(fit, list(range(len(fit)))).cpu().numpy()
+    p = fit.to_numpy()
+    n = len(fit)
+    params = {
+        "shape": np.repeat(p["shape"][None], n, 0),
+        "expression": p["expression"],
+        "global_pose": p["global_pose"],
+        "neck_pose": np.zeros((n, 3), np.float32),
+        "jaw_pose": p["jaw_pose"],
+        "eye_pose": p["eye_pose"],
+    }
+    write_clip(shard, crops, verts.astype(np.float32), p["camera"], params)
+    return n
+
+
+def _job(args: tuple[Path, Path, PreprocessConfig]) -> tuple[Path, int, str | None]:
+    video, shard, cfg = args
+    try:
+        return video, process_video(video, shard, cfg), None
+    except Exception as err:  # reported per video; the run goes on
+        return video, 0, f"{type(err).__name__}: {err}"
+
+
+def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: PreprocessConfig, workers: int = 1,
+               progress: bool = True) -> tuple[list[ClipInfo], list[str]]:
+    from tqdm import tqdm
+
+    from .dataset import load_clip
+
+    src, out = Path(src), Path(out)
+    videos = find_videos(src) if src.is_dir() else [src]
+    if not videos:
+        raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {src}")
+    root = src if src.is_dir() else src.parent
+    todo, clips, errors = [], [], []
+    for v in videos:
+        identity, name = clip_name(v, root)
+        shard = out / "clips" / f"{name}.npz"
+        split = "test" if identity in cfg.heldout else "train"
+        if shard.exists():
+            clips.append(ClipInfo(name, identity, split, int(load_clip(shard)["images"].shape[0]), shard))
+        else:
+            todo.append((v, shard, cfg, ClipInfo(name, identity, split, 0, shard)))
+    jobs = [(v, s, c) for v, s, c, _ in todo]
+    infos = {v: info for v, _, _, info in todo}
+    results = map(_job, jobs) if workers <= 1 else ProcessPoolExecutor(workers).map(_job, jobs)
+    for video, n, err in tqdm(results, total=len(jobs), desc="preprocess", unit="video", disable=not progress):
+        if err is not None:
+            errors.append(f"{video}: {err}")
+        else:
+            clips.append(replace(infos[video], frames=n))
+    write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, _num_verts(cfg))
+    return clips, errors
+
+
+def _num_verts(cfg: PreprocessConfig) -> int:
+    from gdpw.flame import load_flame, resolve_flame_path
+
+    return load_flame(resolve_flame_path(cfg.flame)).num_verts
