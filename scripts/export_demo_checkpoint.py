@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
 
 from gdpw.model.checkpoint import load_checkpoint, save_checkpoint
 

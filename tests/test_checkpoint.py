@@ -15,7 +15,7 @@ from gdpw.model.checkpoint import (
     load_checkpoint,
 )
 
-from .helpers import official_layout, random_official_state, write_official_checkpoint
+from .helpers import official_layout, write_official_checkpoint
 
 
 @pytest.mark.parametrize("guidance", ["neural_codes", "geom_disp", "both"])

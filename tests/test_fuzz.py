@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytest
-import torch
 
 from gdpw.data import DatasetError, SynthConfig, render_clip
 from gdpw.data.dataset import load_clip, write_clip

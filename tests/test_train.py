@@ -133,3 +133,17 @@ def test_resume_after_kill_continues_with_the_same_losses(tiny_data: Path, tmp_p
     assert sorted(after) == list(range(1, 9))
     for step in range(1, 9):
         assert after[step] == reference[step], f"step {step}: {after[step]} != {reference[step]}"
+
+
+def test_accelerate_engine_runs_the_same_steps(tiny_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("accelerate")
+    plain = tmp_path / "plain"
+    Trainer(tiny_config(tiny_data, plain, steps=3), resume=False).run(progress=False)
+    accel = tmp_path / "accel"
+    tr = Trainer(tiny_config(tiny_data, accel, steps=3, engine="accelerate"), resume=False)
+    assert tr.world_size == 1
+    tr.run(progress=False)
+    a, b = losses_by_step(plain), losses_by_step(accel)
+    assert sorted(b) == [1, 2, 3]
+    for s in (1, 2, 3):
+        assert b[s] == pytest.approx(a[s], rel=1e-5)

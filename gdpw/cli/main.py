@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 from gdpw.cli import animate, app, evaluate, preprocess, render, synth, train
