@@ -97,6 +97,10 @@ class Trainer:
         self.step = 0
         self.skipped = 0
         if self.accel is not None:
+            if self.world_size > 1:  # BatchNorm statistics over the whole global batch
+                self.gen = nn.SyncBatchNorm.convert_sync_batchnorm(self.gen)
+                if self.disc is not None:
+                    self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
             self.gen, self.opt_g, *rest = self.accel.prepare(self.gen, self.opt_g, *([self.disc, self.opt_d] if self.disc else []))
             if self.disc is not None:
                 self.disc, self.opt_d = rest
@@ -200,7 +204,7 @@ class Trainer:
             with self._autocast():
                 _, real_logits = self.disc(img_d)
                 _, fake_logits = self.disc(out.rec_img_d.detach())
-                loss_d = gan_loss_d(real_logits, fake_logits, lc.gan_mode) * max(lc.gan, 1e-8)
+                loss_d = gan_loss_d(real_logits, fake_logits, lc.gan_mode)  # loss.gan weighs the generator's side
             self.opt_d.zero_grad(set_to_none=True)
             self._backward(loss_d)
             self.opt_d.step()
