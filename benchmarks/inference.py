@@ -1,8 +1,10 @@
 """Per-frame time of the full-size generator (released configuration, 256x256), side by side.
 
 Baseline: a straightforward eager run of the network as the released code runs it (spectral norm
-recomputed and BatchNorm applied on every call). Against it: the folded network
-(``gdpw.model.fold``), then folded + channels_last, then (``--compile``) folded + torch.compile.
+recomputed and BatchNorm applied on every call, the whole network per frame). Against it: the
+folded network (``gdpw.model.fold``), folded + channels_last, the same with the source half of the
+network (``Generator.encode``) computed once and only ``decode`` run per frame, as ``gdpw animate``
+does for a video, and (``--compile``) folded + torch.compile.
 Every variant is checked against the baseline's output (max abs difference <= 1e-4).
 With ``--device cuda`` it also reports frames per second of the full pipeline (render + generate)
 at batch 1 and 16 in fp32, fp16 and bf16.
@@ -46,9 +48,14 @@ def inputs(cfg: GeneratorConfig, batch: int, size: int, device: torch.device) ->
 def generator_speed(args: argparse.Namespace, device: torch.device) -> None:
     cfg = GeneratorConfig(guidance=args.guidance)
     torch.manual_seed(0)
-    base = Generator(cfg).eval().to(device)
-    with torch.no_grad():  # give the BatchNorms non-trivial statistics, as trained weights have
-        for m in base.modules():
+    base = Generator(cfg).to(device)
+    with torch.no_grad():
+        # power iterations on small inputs condition the spectral norms (sigma > 0), as training does
+        small = inputs(cfg, 1, 64, device)
+        for _ in range(8):
+            base(*small)
+        base.eval()
+        for m in base.modules():  # non-trivial BatchNorm statistics, as trained weights have
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
@@ -65,6 +72,9 @@ def generator_speed(args: argparse.Namespace, device: torch.device) -> None:
         folded_cl = fold_for_inference(base).to(memory_format=torch.channels_last)
         x_cl = (x[0].contiguous(memory_format=torch.channels_last),) + x[1:]
         variants.append(("folded + channels_last", lambda: folded_cl(*x_cl).rec_img_d))
+        encoding = folded_cl.encode(x_cl[0], x_cl[2])
+        variants.append(("folded + channels_last, source encoded once per video",
+                         lambda: folded_cl.decode(encoding, x_cl[1], x_cl[3]).rec_img_d))
         if args.compile:
             compiled = torch.compile(folded_cl)
             variants.append(("folded + channels_last + torch.compile", lambda: compiled(*x_cl).rec_img_d))

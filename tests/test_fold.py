@@ -31,3 +31,16 @@ def test_folded_generator_matches(official_fixtures: Path, guidance: str) -> Non
             assert (res.flows[lvl] - ref.flows[lvl]).abs().max() <= 1e-4
     # the original is untouched
     assert any(hasattr(m, "weight_orig") for m in gen.modules())
+
+
+def test_source_encoding_is_reusable_across_frames(official_fixtures: Path) -> None:
+    fx = torch.load(official_fixtures / "generator_both.pt", weights_only=False)
+    gen = fold_for_inference(checkpoint_from_official({"generator": fx["state_dict"]}).build_generator())
+    inp = fx["inputs"]
+    img = inp["img_s"][:1].expand(2, -1, -1, -1)
+    codes_s = inp["codes_s"][:1].expand(2, -1, -1, -1)
+    with torch.inference_mode():
+        full = gen(img, inp["mesh_flow_d2s"], codes_s, inp["codes_d"])
+        once = gen.decode(gen.encode(inp["img_s"][:1], inp["codes_s"][:1]), inp["mesh_flow_d2s"], inp["codes_d"])
+    assert torch.allclose(full.rec_img_d, once.rec_img_d, atol=1e-6)
+    assert torch.allclose(full.flows["x1"], once.flows["x1"], atol=1e-6)

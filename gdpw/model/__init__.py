@@ -2,7 +2,7 @@
 
 from .config import GUIDANCES, DiscriminatorConfig, GeneratorConfig
 from .discriminator import MultiScaleDiscriminator, PatchDiscriminator
-from .generator import Generator, GeneratorOutput
+from .generator import Generator, GeneratorOutput, SourceEncoding
 from .warp import backward_warp
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "GeneratorOutput",
     "MultiScaleDiscriminator",
     "PatchDiscriminator",
+    "SourceEncoding",
     "backward_warp",
 ]

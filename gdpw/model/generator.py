@@ -38,6 +38,18 @@ class GeneratorOutput:
     rec_img_d: torch.Tensor
 
 
+@dataclass
+class SourceEncoding:
+    """What the network computes from the source alone (see ``Generator.encode``).
+
+    A batch-1 encoding can drive a batch of frames: ``decode`` broadcasts it.
+    """
+
+    img_s: torch.Tensor  # (B, 3, H, W)
+    bottom: torch.Tensor  # coarsest encoder features
+    skips: dict[str, torch.Tensor]  # skip branch (shortcut layer output) per finer level
+
+
 def level(stride: int) -> str:
     return f"x{stride}"
 
@@ -84,31 +96,32 @@ class Generator(nn.Module):
             parts.append(_require(geom_disp, "geom_disp", self.cfg))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
-    def forward(
-        self,
-        img_s: torch.Tensor,
-        geom_disp: torch.Tensor | None = None,
-        codes_s: torch.Tensor | None = None,
-        codes_d: torch.Tensor | None = None,
-    ) -> GeneratorOutput:
-        """Animate ``img_s`` (B, 3, H, W) in [0, 1].
+    def encode(self, img_s: torch.Tensor, codes_s: torch.Tensor | None = None) -> SourceEncoding:
+        """The source half of the network: encoder features and the skip branches.
 
-        geom_disp: (B, 2, H, W) source-minus-driving NDC offsets rendered on the driving mesh,
-            needed for guidance ``geom_disp`` and ``both``.
-        codes_s, codes_d: (B, embed_dim, H, W) neural codes rendered on the source and driving
-            meshes, needed for guidance ``neural_codes`` and ``both``.
-        H and W must be divisible by 2 ** (num_levels - 1).
+        It depends on the source alone, so an animation computes it once and reuses it for
+        every driving frame (``decode``).
         """
         cfg = self.cfg
         _check_size(img_s, cfg)
-        conv = cfg.warp_convention
-
-        # encoder
         out = torch.cat([img_s, _require(codes_s, "codes_s", cfg)], dim=1) if cfg.uses_codes else img_s
         feats: dict[str, torch.Tensor] = {}
         for name, layer in self.down_layers.items():
             out = layer(out)
             feats[name] = out
+        coarsest = level(cfg.strides[-1])
+        skips = {name: self.shortcut_layers[name](f) for name, f in feats.items() if name != coarsest}
+        return SourceEncoding(img_s, feats[coarsest], skips)
+
+    def decode(
+        self, source: SourceEncoding, geom_disp: torch.Tensor | None = None, codes_d: torch.Tensor | None = None
+    ) -> GeneratorOutput:
+        """The driving half: progressive warping of the source encoding under the driving guidance."""
+        cfg = self.cfg
+        conv = cfg.warp_convention
+        img_s = source.img_s
+        b = geom_disp.shape[0] if geom_disp is not None else codes_d.shape[0] if codes_d is not None else img_s.shape[0]
+        expand = (lambda t: t.expand(b, *t.shape[1:])) if img_s.shape[0] == 1 and b > 1 else (lambda t: t)  # noqa: E731
 
         # guidance pyramid; the displacement field per level (zeros when it is not an input)
         mod = self.modulation(geom_disp, codes_d)
@@ -126,6 +139,7 @@ class Generator(nn.Module):
 
         # bottleneck: warp the coarsest features by the displacement field
         coarsest = level(cfg.strides[-1])
+        out = expand(source.bottom)
         out = torch.cat([out, backward_warp(out, mesh_flows[coarsest], conv)], dim=1)
 
         # decoder: progressive warping modules
@@ -135,7 +149,7 @@ class Generator(nn.Module):
             name = level(s)
             if flow is not None:
                 flows[name] = flow
-                shortcut = backward_warp(self.shortcut_layers[name](feats[name]), flow, conv)
+                shortcut = backward_warp(expand(source.skips[name]), flow, conv)
                 out = torch.cat([out, shortcut], dim=1)
             if s == 1:
                 out = self.up_layers["x1_out"](out)
@@ -148,9 +162,26 @@ class Generator(nn.Module):
         assert flow is not None
         out_img = torch.sigmoid(out[:, :3])
         alpha = torch.sigmoid(out[:, 3:4])
-        warp_img_s = backward_warp(img_s, flow, conv)
+        warp_img_s = backward_warp(expand(img_s), flow, conv)
         rec_img_d = out_img * alpha + warp_img_s * (1 - alpha) if cfg.alpha_blend else out_img
         return GeneratorOutput(mesh_flows, flows, warp_img_s, out_img, alpha, rec_img_d)
+
+    def forward(
+        self,
+        img_s: torch.Tensor,
+        geom_disp: torch.Tensor | None = None,
+        codes_s: torch.Tensor | None = None,
+        codes_d: torch.Tensor | None = None,
+    ) -> GeneratorOutput:
+        """Animate ``img_s`` (B, 3, H, W) in [0, 1]: ``decode(encode(img_s, codes_s), geom_disp, codes_d)``.
+
+        geom_disp: (B, 2, H, W) source-minus-driving NDC offsets rendered on the driving mesh,
+            needed for guidance ``geom_disp`` and ``both``.
+        codes_s, codes_d: (B, embed_dim, H, W) neural codes rendered on the source and driving
+            meshes, needed for guidance ``neural_codes`` and ``both``.
+        H and W must be divisible by 2 ** (num_levels - 1).
+        """
+        return self.decode(self.encode(img_s, codes_s), geom_disp, codes_d)
 
 
 def _require(x: torch.Tensor | None, name: str, cfg: GeneratorConfig) -> torch.Tensor:

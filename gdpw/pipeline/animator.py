@@ -175,6 +175,7 @@ class Animator:
         img_s = torch.from_numpy(np.array(source.crop)).permute(2, 0, 1)[None].float().div(255).to(self.device)
         verts_s = self.vertices(source.fit, [0])
         embeds = gen.embeds if gen.cfg.uses_codes else None
+        encoding = None  # the source half of the network, computed once for all frames
         out = []
         for start in range(0, len(target), self.cfg.batch_size):
             idx = list(range(start, min(len(target), start + self.cfg.batch_size)))
@@ -184,7 +185,9 @@ class Animator:
             pat = render_guidance(verts_s.expand(b, -1, -1), verts_d, self.flame.faces, size, embeds)
             self._timed("render", t)
             t = time.perf_counter()
-            res = gen(img_s.expand(b, -1, -1, -1), pat.geom_disp, pat.codes_s, pat.codes_d).rec_img_d
+            if encoding is None:
+                encoding = gen.encode(img_s, None if pat.codes_s is None else pat.codes_s[:1])
+            res = gen.decode(encoding, pat.geom_disp, pat.codes_d).rec_img_d
             out.append((res.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8))
             self._timed("generate", t)
         return np.concatenate(out)
