@@ -229,7 +229,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from gdpw.data.video import write_video
     from gdpw.fit import FlameFit
     from gdpw.pipeline import AnimateConfig, Animator, EditSpec, source_from_fit, sweep
-    from gdpw.pipeline.animator import _resize
+    from gdpw.pipeline.animator import resize_to_height
 
     out = Path(args.output)
     animator = Animator(AnimateConfig(checkpoint=args.checkpoint, paste_back=False))
@@ -247,13 +247,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     driving = as_fit(drv_clip, list(range(args.frames)))
     result = animator.animate_fit(source, animator.transfer(source.fit, driving))
     show = 256
-    frames = [np.concatenate([_resize(source.image, show), _resize(d, show), _resize(r, show)], axis=1)
+    frames = [np.concatenate([resize_to_height(source.image, show), resize_to_height(d, show), resize_to_height(r, show)], axis=1)
               for d, r in zip(drv_clip.images, result.frames)]
     write_video(out / "reenactment.mp4", frames, synth.fps)
     edits = sweep(source.fit, EditSpec(), "yaw", -35, 35, 12)
     jaw = sweep(source.fit, EditSpec(), "jaw", 0, 15, 6)
-    sweep_frames = [_resize(f, show) for f in animator.animate_fit(source, edits).frames]
-    sweep_frames += [_resize(f, show) for f in animator.animate_fit(source, jaw).frames]
+    sweep_frames = [resize_to_height(f, show) for f in animator.animate_fit(source, edits).frames]
+    sweep_frames += [resize_to_height(f, show) for f in animator.animate_fit(source, jaw).frames]
     write_video(out / "edit_sweep.mp4", sweep_frames, synth.fps)
     print(f"wrote {out / 'reenactment.mp4'} (source | driving | result, {len(frames)} frames) "
           f"and {out / 'edit_sweep.mp4'} (yaw and jaw sweeps, {len(sweep_frames)} frames)")

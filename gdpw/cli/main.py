@@ -114,18 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gdpw.data.dataset import DatasetError
-    from gdpw.data.video import VideoError
-    from gdpw.fit.detect import FaceDetectionError
-    from gdpw.flame.io import FlameFileError
-    from gdpw.model.checkpoint import CheckpointError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except (UserError, CheckpointError, DatasetError, VideoError, FaceDetectionError, FlameFileError, FileNotFoundError, ValueError) as err:
+    # gdpw's error classes (CheckpointError, DatasetError, VideoError, FaceDetectionError,
+    # FlameFileError) are ValueErrors carrying one line for the user
+    except (UserError, FileNotFoundError, ValueError) as err:
         print(f"gdpw {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

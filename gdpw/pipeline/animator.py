@@ -205,7 +205,7 @@ class Animator:
             main = paste_back(source.image, c, source.box) if self.cfg.paste_back else c
             if self.cfg.side_by_side:
                 h = main.shape[0]
-                panels = [_resize(source.image, h), _resize(driving[i], h) if driving is not None else None, main]
+                panels = [resize_to_height(source.image, h), resize_to_height(driving[i], h) if driving is not None else None, main]
                 main = np.concatenate([p for p in panels if p is not None], axis=1)
             frames.append(main)
         self._timed("compose", t)
@@ -225,7 +225,7 @@ class Animator:
         return AnimationResult(self.compose(source, crops, None), crops, dict(self.timings))
 
 
-def _resize(image: np.ndarray, height: int) -> np.ndarray:
+def resize_to_height(image: np.ndarray, height: int) -> np.ndarray:
     from PIL import Image
 
     h, w = image.shape[:2]
