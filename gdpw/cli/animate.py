@@ -15,17 +15,22 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="gdpw or released checkpoint (default: the shipped demo generator)")
     p.add_argument("--flame", help="FLAME generic_model.pkl (default: the built-in demo head)")
+    p.add_argument("--landmark-embedding", help="68-point landmark embedding for a FLAME model (landmark_embedding.npy)")
     p.add_argument("--face-index", type=int, help="which face when an image has several (0 = largest)")
     p.add_argument("--crop-scale", type=float, default=2.5, help="crop side / landmark box side (default 2.5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--allow-pickle", action="store_true", help="load checkpoints that need full unpickling")
+    p.add_argument("--fitter", choices=["landmarks", "deca"], default="landmarks",
+                   help="FLAME fitting: MediaPipe landmarks (default) or DECA (needs --deca-model and FLAME 2020)")
+    p.add_argument("--deca-model", help="DECA's deca_model.tar (for --fitter deca)")
 
 
 def _config(args: argparse.Namespace, **over: object):  # type: ignore[no-untyped-def]
     from gdpw.pipeline import AnimateConfig
 
     cfg = AnimateConfig(checkpoint=args.checkpoint, flame=args.flame, face_index=args.face_index,
-                        crop_scale=args.crop_scale, device=args.device, allow_pickle=args.allow_pickle)
+                        crop_scale=args.crop_scale, device=args.device, allow_pickle=args.allow_pickle,
+                        fitter=args.fitter, deca_model=args.deca_model, landmark_embedding=args.landmark_embedding)
     return replace(cfg, **over)
 
 

@@ -102,7 +102,8 @@ class LandmarkFitter:
 
     def __init__(self, flame: FLAME, cfg: FitConfig | None = None) -> None:
         if flame.lmk_faces_idx is None or flame.lmk_bary_coords is None:
-            raise ValueError("fitting needs a 68-point landmark embedding (the demo head has one; pass one for FLAME)")
+            raise ValueError("landmark fitting needs a 68-point landmark embedding: the demo head has one; for FLAME "
+                             "pass --landmark-embedding (DECA's landmark_embedding.npy or FLAME's static embedding)")
         self.flame = flame
         self.cfg = cfg or FitConfig()
         corners = flame.faces[flame.lmk_faces_idx]  # (68, 3)

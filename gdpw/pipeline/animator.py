@@ -18,7 +18,7 @@ import torch
 
 from gdpw.fit import FitConfig, FlameFit, LandmarkFitter, MediaPipeDetector, pick_face
 from gdpw.fit.detect import FaceDetectionError
-from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.flame import FLAME, FlameParams, load_landmark_embedding, orthographic
 from gdpw.flame.lbs import batch_rodrigues, matrix_to_axis_angle
 from gdpw.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from gdpw.render import render_guidance
@@ -35,6 +35,7 @@ class AnimateConfig:
 
     checkpoint: str | None = None  # gdpw or released checkpoint; None = the shipped demo generator
     flame: str | None = None  # FLAME generic_model.pkl; None = the demo head
+    landmark_embedding: str | None = None  # 68-point embedding for FLAME (DECA's landmark_embedding.npy, ...)
     motion: Literal["relative", "absolute"] = "relative"
     crop_scale: float = 2.5
     face_index: int | None = None  # which face when there are several (0 = largest)
@@ -43,6 +44,8 @@ class AnimateConfig:
     batch_size: int = 8
     device: str = "cpu"
     allow_pickle: bool = False
+    fitter: Literal["landmarks", "deca"] = "landmarks"  # FLAME fitting backend
+    deca_model: str | None = None  # deca_model.tar, for fitter "deca"
     fit: FitConfig = field(default_factory=FitConfig)
 
 
@@ -67,7 +70,8 @@ class Animator:
         path = Path(cfg.checkpoint) if cfg.checkpoint else DEMO_CHECKPOINT
         self.checkpoint: Checkpoint = load_checkpoint(path, allow_pickle=cfg.allow_pickle)
         self.device = torch.device(cfg.device)
-        self.flame = FLAME(cfg.flame).to(self.device)
+        embedding = load_landmark_embedding(cfg.landmark_embedding) if cfg.landmark_embedding else None
+        self.flame = FLAME(cfg.flame, landmark_embedding=embedding).to(self.device)
         gen_cfg = self.checkpoint.generator_config
         if gen_cfg.uses_codes and gen_cfg.num_verts != self.flame.num_verts:
             raise CheckpointError(
@@ -76,11 +80,27 @@ class Animator:
             )
         self.generator = self.checkpoint.build_generator().to(self.device)
         self.size = self.checkpoint.image_size
-        self.fitter = LandmarkFitter(FLAME(cfg.flame), cfg.fit)  # fitting runs on the CPU
+        self._fitter: LandmarkFitter | None = None
+        self.deca = None
+        if cfg.fitter == "deca":
+            from gdpw.fit.deca import DecaEncoder
+
+            if self.flame.n_shape < 100 or self.flame.n_expression < 50:
+                raise ValueError("the DECA fitter needs FLAME 2020 (100 shape, 50 expression components): pass --flame generic_model.pkl")
+            self.deca = DecaEncoder.from_file(cfg.deca_model or "deca_model.tar").to(self.device)
+        elif cfg.fitter != "landmarks":
+            raise ValueError(f"fitter must be 'landmarks' or 'deca', got {cfg.fitter!r}")
         self._detector: MediaPipeDetector | None = None
         self.timings: dict[str, float] = defaultdict(float)
 
     # -- stages --------------------------------------------------------------------------------
+    @property
+    def fitter(self) -> LandmarkFitter:
+        """The landmark fitter (on the CPU), made on first use: the DECA path does not need it."""
+        if self._fitter is None:
+            self._fitter = LandmarkFitter(FLAME(self.cfg.flame, landmark_embedding=_embedding(self.flame)), self.cfg.fit)
+        return self._fitter
+
     @property
     def detector(self) -> MediaPipeDetector:
         if self._detector is None:
@@ -110,7 +130,10 @@ class Animator:
         lmk, iris = self.landmarks(image, "the source image")
         box = crop_box(lmk, self.cfg.crop_scale)
         t = time.perf_counter()
-        fit = self.fitter.fit(torch.from_numpy(box.to_ndc(lmk))[None].float(), torch.from_numpy(box.to_ndc(iris))[None].float())
+        if self.deca is not None:
+            fit = self._deca([image], [lmk], box, fps=None)
+        else:
+            fit = self.fitter.fit(torch.from_numpy(box.to_ndc(lmk))[None].float(), torch.from_numpy(box.to_ndc(iris))[None].float())
         self._timed("fit", t)
         return Source(image, box, crop(image, box, self.size), fit)
 
@@ -138,11 +161,29 @@ class Animator:
         irises = [f[1] for f in filled if f is not None]
         box = crop_box(lmks[0], self.cfg.crop_scale)
         t = time.perf_counter()
-        lmk_t = torch.from_numpy(np.stack([box.to_ndc(x) for x in lmks])).float()
-        iris_t = torch.from_numpy(np.stack([box.to_ndc(x) for x in irises])).float()
-        fit = self.fitter.track(lmk_t, iris_t, fps=fps, shape=shape)
+        if self.deca is not None:
+            fit = self._deca(list(frames), lmks, box, fps)
+        else:
+            lmk_t = torch.from_numpy(np.stack([box.to_ndc(x) for x in lmks])).float()
+            iris_t = torch.from_numpy(np.stack([box.to_ndc(x) for x in irises])).float()
+            fit = self.fitter.track(lmk_t, iris_t, fps=fps, shape=shape)
         self._timed("fit", t)
         return fit, box
+
+    def _deca(self, images: list[np.ndarray], lmks: list[np.ndarray], box: CropBox, fps: float | None) -> FlameFit:
+        """DECA fits in batches, cameras in ``box``'s NDC, smoothed over time like the tracker's."""
+        from gdpw.fit import OneEuroFilter
+        from gdpw.fit.deca import deca_fit
+
+        parts = [deca_fit(self.deca, images[i : i + 16], lmks[i : i + 16], [box] * len(images[i : i + 16]),
+                          self.flame.n_shape, self.flame.n_expression) for i in range(0, len(images), 16)]
+        fields = ("expression", "global_pose", "jaw_pose", "eye_pose", "camera")
+        fit = FlameFit(torch.stack([p.shape for p in parts]).mean(0), *(torch.cat([getattr(p, k) for p in parts]).cpu() for k in fields))
+        if fps is not None and len(fit) > 2 and self.cfg.fit.smooth_min_cutoff > 0:
+            smooth = OneEuroFilter(fps, self.cfg.fit.smooth_min_cutoff, self.cfg.fit.smooth_beta)
+            for k in fields:
+                setattr(fit, k, smooth(getattr(fit, k)))
+        return fit
 
     def transfer(self, source: FlameFit, driving: FlameFit) -> FlameFit:
         """The source's identity with the driving motion, absolute or relative to driving frame 0."""
@@ -223,6 +264,12 @@ class Animator:
         """Drive a prepared source with explicit FLAME parameters (edits, sweeps, the demo)."""
         crops = self.generate(source, target)
         return AnimationResult(self.compose(source, crops, None), crops, dict(self.timings))
+
+
+def _embedding(flame: FLAME) -> tuple[np.ndarray, np.ndarray] | None:
+    if flame.lmk_faces_idx is None or flame.lmk_bary_coords is None:
+        return None
+    return flame.lmk_faces_idx.cpu().numpy(), flame.lmk_bary_coords.cpu().numpy()
 
 
 def resize_to_height(image: np.ndarray, height: int) -> np.ndarray:
