@@ -17,7 +17,6 @@ from gdpw.flame import FLAME, FlameParams, orthographic
 from gdpw.flame.lbs import lbs
 
 JAW_CONTOUR = slice(0, 17)
-PARAM_SIZES = {"expression": None, "global_pose": 3, "jaw_pose": 3, "eye_pose": 6, "camera": 3}
 
 
 @dataclass(frozen=True)

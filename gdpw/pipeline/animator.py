@@ -98,7 +98,8 @@ class Animator:
     def fitter(self) -> LandmarkFitter:
         """The landmark fitter (on the CPU), made on first use: the DECA path does not need it."""
         if self._fitter is None:
-            self._fitter = LandmarkFitter(FLAME(self.cfg.flame, landmark_embedding=_embedding(self.flame)), self.cfg.fit)
+            on_cpu = self.flame if self.device.type == "cpu" else FLAME(self.cfg.flame, landmark_embedding=_embedding(self.flame))
+            self._fitter = LandmarkFitter(on_cpu, self.cfg.fit)
         return self._fitter
 
     @property

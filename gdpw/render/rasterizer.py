@@ -61,12 +61,6 @@ class Fragments:
         out[self.pix] = self.depth.detach()
         return out.view(self.batch, self.height, self.width)
 
-    def bary_map(self) -> torch.Tensor:
-        """(B, H, W, 3) barycentrics, zeros where no triangle is visible."""
-        out = self.bary.new_zeros(self.batch * self.height * self.width, 3)
-        out = out.index_put((self.pix,), self.bary)
-        return out.view(self.batch, self.height, self.width, 3)
-
 
 def face_normals_z(tri: torch.Tensor) -> torch.Tensor:
     """z of ``(v1 - v0) x (v2 - v0)`` for triangles (..., 3, >=2)."""

@@ -38,6 +38,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class StepSampler(torch.utils.data.Sampler[int]):
+    """Sample indices of steps ``start`` to ``stop``: step s, rank r take ``(s * world + r) * batch`` onwards."""
+
+    def __init__(self, start: int, stop: int, batch: int, world: int, rank: int) -> None:
+        self.start, self.stop, self.batch, self.world, self.rank = start, stop, batch, world, rank
+
+    def __iter__(self) -> Iterator[int]:
+        for s in range(self.start, self.stop):
+            first = (s * self.world + self.rank) * self.batch
+            yield from range(first, first + self.batch)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.batch
+
+
 def step_decay(opt: torch.optim.Optimizer, milestones: tuple[int, ...], gamma: float) -> torch.optim.lr_scheduler.LambdaLR:
     """Multiply the learning rate by ``gamma`` at each milestone (a LambdaLR keeps the state plain)."""
 
@@ -147,10 +162,10 @@ class Trainer:
 
     def batches(self, start_step: int) -> Iterator[dict[str, Any]]:
         """Batches from ``start_step`` on; each rank takes its own slice of every step's samples."""
-        b, w = self.cfg.batch_size, self.world_size
-        indices = [i for s in range(start_step, self.cfg.steps) for i in range((s * w + self.rank) * b, (s * w + self.rank + 1) * b)]
+        b = self.cfg.batch_size
+        sampler = StepSampler(start_step, self.cfg.steps, b, self.world_size, self.rank)
         loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=b, sampler=indices, num_workers=self.cfg.data.workers, drop_last=True
+            self.dataset, batch_size=b, sampler=sampler, num_workers=self.cfg.data.workers, drop_last=True
         )
         yield from loader
 
