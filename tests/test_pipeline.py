@@ -231,3 +231,40 @@ def test_fit_command_on_a_video(driving_video: Path, tmp_path: Path, capsys) -> 
     assert data["expression"].shape == (8, 10) and data["camera"].shape == (8, 3)
     assert data["landmark_error"].max() < 0.06  # NDC; MediaPipe points on the demo head fit to ~0.03-0.05
     assert (tmp_path / "p.png").exists()
+
+
+def test_animate_keeps_the_driving_audio(astronaut: Path, tmp_path: Path) -> None:
+    import av
+
+    clip = render_clip(FLAME(), SynthConfig(size=192, frames_per_clip=10, seed=5), 2, 0)
+    silent = tmp_path / "silent.mp4"
+    write_video(silent, clip.images, 10.0)
+    # remux the frames with a one-second 440 Hz tone
+    voiced = tmp_path / "voiced.mp4"
+    with av.open(str(silent)) as src, av.open(str(voiced), "w") as out:
+        vin = src.streams.video[0]
+        vout = out.add_stream("libx264", rate=10)
+        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
+        aout = out.add_stream("aac", rate=44100)
+        for frame in src.decode(video=0):
+            for p in vout.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+                out.mux(p)
+        for p in vout.encode():
+            out.mux(p)
+        t = np.arange(44100) / 44100
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, 44100, 1024):
+            chunk = np.stack([tone[start : start + 1024]] * 2)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+            frame.sample_rate = 44100
+            for p in aout.encode(frame):
+                out.mux(p)
+        for p in aout.encode():
+            out.mux(p)
+    out_path = tmp_path / "out.mp4"
+    assert main(["animate", "--source", str(astronaut), "--driving", str(voiced), "-o", str(out_path)]) == 0
+    with av.open(str(out_path)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert len(c.streams.audio) == 1
+        samples = sum(f.samples for f in c.decode(audio=0))
+    assert samples > 0.8 * 44100  # about the clip's second of sound
