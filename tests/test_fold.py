@@ -35,12 +35,19 @@ def test_folded_generator_matches(official_fixtures: Path, guidance: str) -> Non
 
 def test_source_encoding_is_reusable_across_frames(official_fixtures: Path) -> None:
     fx = torch.load(official_fixtures / "generator_both.pt", weights_only=False)
-    gen = fold_for_inference(checkpoint_from_official({"generator": fx["state_dict"]}).build_generator())
+    gen = checkpoint_from_official({"generator": fx["state_dict"]}).build_generator()
+    folded = fold_for_inference(gen)
     inp = fx["inputs"]
     img = inp["img_s"][:1].expand(2, -1, -1, -1)
     codes_s = inp["codes_s"][:1].expand(2, -1, -1, -1)
     with torch.inference_mode():
         full = gen(img, inp["mesh_flow_d2s"], codes_s, inp["codes_d"])
         once = gen.decode(gen.encode(inp["img_s"][:1], inp["codes_s"][:1]), inp["mesh_flow_d2s"], inp["codes_d"])
-    assert torch.allclose(full.rec_img_d, once.rec_img_d, atol=1e-6)
-    assert torch.allclose(full.flows["x1"], once.flows["x1"], atol=1e-6)
+        fast = folded.decode(folded.encode(inp["img_s"][:1], inp["codes_s"][:1]), inp["mesh_flow_d2s"], inp["codes_d"])
+    # the split itself: the same computation, up to rounding — convolution kernels round differently
+    # at batch 1 and 2 (encoder outputs differ by ~1e-7 here) and the decoder amplifies that to ~5e-6
+    assert torch.allclose(full.rec_img_d, once.rec_img_d, atol=1e-5)
+    assert torch.allclose(full.flows["x1"], once.flows["x1"], atol=1e-5)
+    # the folded network on the reused encoding, within the folding bound
+    assert (fast.rec_img_d - full.rec_img_d).abs().max() <= 1e-4
+    assert (fast.flows["x1"] - full.flows["x1"]).abs().max() <= 1e-4
