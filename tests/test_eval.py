@@ -48,8 +48,10 @@ def face_metrics():  # type: ignore[no-untyped-def]
     pytest.importorskip("dlib")
     from gdpw.eval.protocol import FaceMetrics
 
+    from gdpw.flame import FLAME
+
     networks: dict[str, str] = {}
-    fm = FaceMetrics(networks)
+    fm = FaceMetrics(networks, FLAME())
     assert "unavailable" not in networks["CSIM"] and "unavailable" not in networks["AKD"]
     yield fm
     fm.close()
@@ -104,3 +106,23 @@ def test_evaluate_command_on_a_tiny_split(tmp_path: Path, capsys) -> None:
     rows = (tmp_path / "r" / "results.csv").read_text().splitlines()
     assert rows[0] == "method,setting,metric,value" and len(rows) > 10
     assert (tmp_path / "r" / "grid.png").exists()
+
+
+def test_flame_without_embedding_reports_aed_apd_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mediapipe")
+    from gdpw.eval.protocol import FaceMetrics
+    from gdpw.flame import FLAME
+
+    from .test_flame import _imitate_official_pickle
+
+    with monkeypatch.context() as m:
+        _imitate_official_pickle(tmp_path / "generic_model.pkl", m)
+    networks: dict[str, str] = {}
+    fm = FaceMetrics(networks, FLAME(tmp_path / "generic_model.pkl"))
+    try:
+        assert networks["AED/APD"].startswith("unavailable") and "landmark embedding" in networks["AED/APD"]
+        face = _astronaut_face()
+        res = fm.evaluate(face[None], torch.roll(face, 8, dims=2)[None], face[None], with_akd=True)
+        assert res["AKD"] == pytest.approx(8.0, abs=1.0) and res["AED"] is None and res["APD"] is None
+    finally:
+        fm.close()

