@@ -101,5 +101,18 @@ def test_rotation_helpers_roundtrip() -> None:
     assert torch.allclose(yaw, torch.tensor([[0.0, 0.4, 0.0]]), atol=1e-5)
 
 
-def test_fit_config_is_typed() -> None:
-    assert FitConfig().iterations > FitConfig().track_iterations
+def test_tracking_in_windows_follows_a_moving_head(flame: FLAME) -> None:
+    """Windows of 8 frames over a 20-frame clip: the pose follows the truth, no jump at the seams."""
+    clip = render_clip(flame, SynthConfig(size=32, frames_per_clip=20, seed=3), 0, 0)
+    true = {k: torch.from_numpy(clip.params[k]).float() for k in ("shape", "expression", "global_pose", "jaw_pose", "eye_pose")}
+    cam = torch.tensor([[6.0, 0.0, 0.02]]).expand(20, 3)
+    lmk = orthographic(flame(FlameParams(**true)).landmarks, cam)[..., :2]
+    fit = LandmarkFitter(flame, FitConfig(track_window=8, iterations=200, smooth_min_cutoff=0)).track(lmk)
+    assert fit.global_pose.shape == (20, 3)
+    assert (fit.global_pose[:, 1] - true["global_pose"][:, 1]).abs().mean() < 0.05  # yaw
+    # pitch up to a constant (orthographic pitch trades off with shape), so its motion
+    pitch, true_pitch = fit.global_pose[:, 0], true["global_pose"][:, 0]
+    assert ((pitch - pitch.mean()) - (true_pitch - true_pitch.mean())).abs().mean() < 0.05
+    steps = (fit.global_pose[1:] - fit.global_pose[:-1]).norm(dim=1)
+    true_steps = (true["global_pose"][1:] - true["global_pose"][:-1]).norm(dim=1)
+    assert (steps[[7, 15]] - true_steps[[7, 15]]).abs().max() < 0.05  # window seams after frames 7 and 15

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gdpw.model.checkpoint import checkpoint_from_official
-from gdpw.model.fold import FoldedSpade, fold_for_inference
+from gdpw.model.fold import FoldedSpade, SplitConv2d, fold_for_inference
 
 
 @pytest.mark.parametrize("guidance", ["neural_codes", "geom_disp", "both"])
@@ -21,11 +21,16 @@ def test_folded_generator_matches(official_fixtures: Path, guidance: str) -> Non
     assert sum(isinstance(m, FoldedSpade) for m in folded.modules()) == 2 * (fx["num_levels"] - 1)
     inp = fx["inputs"]
     args = (inp["img_s"], inp["mesh_flow_d2s"], inp["codes_s"], inp["codes_d"])
+    # every conv above 4 KiB split into groups of output channels, as the CPU path does above 8 MiB
+    split = fold_for_inference(gen, max_conv_bytes=4096)
+    parts = [m for m in split.modules() if isinstance(m, SplitConv2d)]
+    assert parts and all(len(m.parts) > 1 for m in parts)
     with torch.inference_mode():
         ref = gen(*args)
         out = folded(*args)
         cl = folded.to(memory_format=torch.channels_last)(args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-    for res in (out, cl):
+        cl_split = split.to(memory_format=torch.channels_last)(args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    for res in (out, cl, cl_split):
         assert (res.rec_img_d - ref.rec_img_d).abs().max() <= 1e-4
         for lvl in ref.flows:
             assert (res.flows[lvl] - ref.flows[lvl]).abs().max() <= 1e-4
@@ -51,3 +56,23 @@ def test_source_encoding_is_reusable_across_frames(official_fixtures: Path) -> N
     # the folded network on the reused encoding, within the folding bound
     assert (fast.rec_img_d - full.rec_img_d).abs().max() <= 1e-4
     assert (fast.flows["x1"] - full.flows["x1"]).abs().max() <= 1e-4
+
+
+def test_split_conv_equals_whole_conv() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 100, 3, padding=1)
+    split = SplitConv2d(conv, 32)
+    assert [p.out_channels for p in split.parts] == [32, 32, 32, 4]
+    x = torch.randn(2, 24, 9, 7)
+    with torch.no_grad():
+        assert torch.allclose(split(x), conv(x), atol=1e-6)
+
+
+def test_warp_keeps_channels_last() -> None:
+    from gdpw.model import backward_warp
+
+    feat = torch.randn(1, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    flow = 0.1 * torch.randn(1, 2, 6, 5)
+    out = backward_warp(feat, flow)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, backward_warp(feat.contiguous(), flow))

@@ -81,3 +81,17 @@ def test_config_switches_warp_convention(official_fixtures: Path) -> None:
         a = legacy(inp["img_s"], inp["mesh_flow_d2s"]).warp_img_s
         b = fixed(inp["img_s"], inp["mesh_flow_d2s"]).warp_img_s
     assert (a - b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.25, 0.125, 1 / 32])
+@pytest.mark.parametrize("size", [(64, 64), (37, 50)])
+def test_downsample_equals_full_blur_then_slicing(scale: float, size: tuple[int, int]) -> None:
+    """The README's anti-alias recipe, literally: blur the whole map, then keep every stride-th sample."""
+    from gdpw.model.layers import AntiAliasDownsample
+
+    down = AntiAliasDownsample(3, scale)
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (down.pad_lo, down.pad_hi, down.pad_lo, down.pad_hi))
+    full = torch.nn.functional.conv2d(padded, down.weight, groups=3)
+    assert full.shape[2:] == x.shape[2:]
+    _close("downsample", down(x), full[:, :, :: down.stride, :: down.stride])

@@ -2,8 +2,8 @@
 
 Landmarks are 68 iBUG points (and optionally the two iris centres) in image NDC (x right, y down,
 pixel centres at ``(2 i + 1) / W - 1``). An image is fitted by Adam on the reprojection error with
-Gaussian priors; a video fits its shape jointly on key frames, then tracks frame by frame, warm
-started from the previous frame, and smooths the result with a One-Euro filter.
+Gaussian priors; a video fits its shape jointly on key frames, then its frames in batched windows
+with a temporal term between consecutive frames, and smooths the result with a One-Euro filter.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ JAW_CONTOUR = slice(0, 17)
 @dataclass(frozen=True)
 class FitConfig:
     iterations: int = 400  # per image, and for the key frames of a video
-    track_iterations: int = 150  # per video frame after the key frames
+    track_window: int = 128  # video frames fitted together
     key_frames: int = 6
     lr: float = 0.1
     shape_prior: float = 1e-5  # landmark errors are in NDC: priors stay small beside them
@@ -150,7 +150,9 @@ class LandmarkFitter:
         return torch.stack([s, tx, ty], 1)
 
     def _loss(self, vars: dict[str, torch.Tensor], lmk: torch.Tensor, iris: torch.Tensor | None,
-              prev: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+              temporal: bool, prev: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Landmark and iris errors plus priors; with ``temporal``, the frames are consecutive video
+        frames (``prev``: the window before) and their parameters are kept close."""
         c = self.cfg
         cam = self._camera(vars)
         pred, pupils = self.project(vars["shape"], vars["expression"], vars["global_pose"], vars["jaw_pose"], vars["eye_pose"], cam)
@@ -163,24 +165,26 @@ class LandmarkFitter:
         loss = loss + c.shape_prior * (vars["shape"] ** 2).sum()
         loss = loss + c.expression_prior * (vars["expression"] ** 2).sum()
         loss = loss + c.jaw_prior * (vars["jaw_pose"] ** 2).sum() + c.eye_prior * (vars["eye_pose"] ** 2).sum()
-        if prev is not None:
+        if temporal:
             for k in ("expression", "global_pose", "jaw_pose", "eye_pose"):
-                loss = loss + c.temporal * ((vars[k] - prev[k]) ** 2).sum()
+                seq = vars[k] if prev is None else torch.cat([prev[k][-1:].detach(), vars[k]])
+                loss = loss + c.temporal * ((seq[1:] - seq[:-1]) ** 2).sum()
         rms = ((pred - lmk) ** 2).sum(-1).mean(1).sqrt().detach()
         return loss, rms
 
     def _optimise(self, vars: dict[str, torch.Tensor], lmk: torch.Tensor, iris: torch.Tensor | None,
-                  iterations: int, prev: dict[str, torch.Tensor] | None = None, fixed: tuple[str, ...] = ()) -> torch.Tensor:
+                  iterations: int, fixed: tuple[str, ...] = (), temporal: bool = False,
+                  prev: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         free = [v for k, v in vars.items() if k not in fixed]
         for v in free:
             v.requires_grad_(True)
         opt = torch.optim.Adam(free, lr=self.cfg.lr)
         decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.05 ** (i / max(1, iterations)))
-        warmup = iterations // 4 if prev is None else 0  # pose and camera first, then everything
+        warmup = iterations // 4  # pose and camera first, then everything
         rms = torch.zeros(lmk.shape[0])
         for it in range(iterations):
             with torch.enable_grad():
-                loss, rms = self._loss(vars, lmk, iris, prev)
+                loss, rms = self._loss(vars, lmk, iris, temporal, prev)
                 opt.zero_grad()
                 loss.backward()
             if it < warmup:
@@ -226,7 +230,12 @@ class LandmarkFitter:
 
     def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, fps: float = 25.0,
               shape: torch.Tensor | None = None, progress: bool = False) -> FlameFit:
-        """Fit a video (T, 68, 2): shape on key frames (unless given), then frame-by-frame tracking."""
+        """Fit a video (T, 68, 2): shape on key frames (unless given), then the frames in windows.
+
+        The frames of a window are fitted together (batched: a window costs about what one frame
+        does), with a temporal term between consecutive frames that reaches back to the last frame
+        of the previous window.
+        """
         from tqdm import tqdm
 
         t = lmk.shape[0]
@@ -235,17 +244,14 @@ class LandmarkFitter:
             shape = self.fit(lmk[keys], None if iris is None else iris[keys]).shape
         frames: list[FlameFit] = []
         prev: dict[str, torch.Tensor] | None = None
-        for i in tqdm(range(t), desc="track", unit="frame", disable=not progress):
-            if prev is None:
-                frames.append(self.fit(lmk[i : i + 1], None if iris is None else iris[i : i + 1], shape))
-            else:
-                vars = {k: v.clone() for k, v in prev.items()}
-                rms = self._optimise(vars, lmk[i : i + 1], None if iris is None else iris[i : i + 1],
-                                     self.cfg.track_iterations, prev=prev, fixed=("shape",))
-                frames.append(self._fit_from(vars, rms))
-            f = frames[-1]
-            prev = {"shape": f.shape, "expression": f.expression, "global_pose": f.global_pose, "jaw_pose": f.jaw_pose,
-                    "eye_pose": f.eye_pose, "log_scale": f.camera[:, :1].log(), "trans": f.camera[:, 1:] * f.camera[:, :1]}
+        windows = range(0, t, self.cfg.track_window)
+        for start in tqdm(windows, desc="track", unit="window", disable=not progress):
+            sel = slice(start, min(t, start + self.cfg.track_window))
+            vars = self._new_vars(lmk[sel], shape)
+            rms = self._optimise(vars, lmk[sel], None if iris is None else iris[sel], self.cfg.iterations,
+                                 fixed=("shape",), temporal=True, prev=prev)
+            frames.append(self._fit_from(vars, rms))
+            prev = vars
         fit = FlameFit(shape, *(torch.cat([getattr(f, k) for f in frames]) for k in
                                 ("expression", "global_pose", "jaw_pose", "eye_pose", "camera", "landmark_error")))
         if self.cfg.smooth_min_cutoff > 0 and t > 2:

@@ -50,7 +50,11 @@ def backward_warp(feat: torch.Tensor, flow: torch.Tensor, convention: WarpConven
         raise ValueError(f"flow size {tuple(flow.shape[2:])} differs from feature size {tuple(feat.shape[2:])}")
     grid = identity_grid(feat.shape[2], feat.shape[3], feat.dtype, feat.device, convention)
     grid = grid.unsqueeze(0) + flow.permute(0, 2, 3, 1)
-    return F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if not feat.is_contiguous() and feat.is_contiguous(memory_format=torch.channels_last):
+        # grid_sample returns NCHW; keep a channels-last caller channels-last (no mixed-layout ops after)
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def pixels_to_ndc_flow(flow_px: torch.Tensor, convention: WarpConvention = "official") -> torch.Tensor:

@@ -21,6 +21,7 @@ from gdpw.fit.detect import FaceDetectionError
 from gdpw.flame import FLAME, FlameParams, load_landmark_embedding, orthographic
 from gdpw.flame.lbs import batch_rodrigues, matrix_to_axis_angle
 from gdpw.model.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from gdpw.model.fold import CPU_MAX_CONV_BYTES, fold_for_inference
 from gdpw.render import render_guidance
 
 from .crop import CropBox, crop, crop_box, paste_back
@@ -78,7 +79,10 @@ class Animator:
                 f"{path}: the checkpoint's neural codes are for {gen_cfg.num_verts} vertices but the FLAME model "
                 f"has {self.flame.num_verts}; use the FLAME model it was trained with"
             )
-        self.generator = self.checkpoint.build_generator().to(self.device)
+        # inference copy: spectral norm and BatchNorm folded, channels_last, wide convs split on the CPU
+        max_conv_bytes = CPU_MAX_CONV_BYTES if self.device.type == "cpu" else None
+        folded = fold_for_inference(self.checkpoint.build_generator(), max_conv_bytes)
+        self.generator = folded.to(self.device).to(memory_format=torch.channels_last)
         self.size = self.checkpoint.image_size
         self._fitter: LandmarkFitter | None = None
         self.deca = None
@@ -215,6 +219,7 @@ class Animator:
         gen = self.generator
         size = (self.size, self.size)
         img_s = torch.from_numpy(np.array(source.crop)).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        img_s = img_s.contiguous(memory_format=torch.channels_last)
         verts_s = self.vertices(source.fit, [0])
         embeds = gen.embeds if gen.cfg.uses_codes else None
         encoding = None  # the source half of the network, computed once for all frames
