@@ -74,6 +74,8 @@ def test_upload_run_and_screenshot_in_chromium() -> None:
             page.screenshot(path=str(ARTIFACTS / "app_e2e.png"), full_page=True)
             browser.close()
     finally:
+        workdir = app.gdpw_state.workdir
         app.gdpw_state.close()
         app.close()
     assert (ARTIFACTS / "app_e2e.png").stat().st_size > 10_000
+    assert not workdir.exists()  # the session's demo assets and results are removed

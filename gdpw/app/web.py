@@ -18,12 +18,15 @@ N_EXPRESSION_SLIDERS = 4
 
 
 class AppState:
-    """Animators by checkpoint label, created on first use and kept for the session."""
+    """Animators by checkpoint label, created on first use and kept for the session, and the
+    session's working folder (demo assets, results), removed by ``close``."""
 
     def __init__(self, checkpoints: dict[str, str | None], base: AnimateConfig) -> None:
         self.checkpoints = checkpoints
         self.base = base
         self._animators: dict[tuple[str, str], Animator] = {}
+        self._tmp = tempfile.TemporaryDirectory(prefix="gdpw_app_")
+        self.workdir = Path(self._tmp.name)
 
     def animator(self, label: str, motion: str) -> Animator:
         key = (label, motion)
@@ -35,6 +38,8 @@ class AppState:
     def close(self) -> None:
         for a in self._animators.values():
             a.close()
+        self._animators.clear()
+        self._tmp.cleanup()
 
 
 def demo_assets(folder: Path) -> tuple[np.ndarray, str]:
@@ -59,7 +64,7 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
     from gdpw.data.video import read_video, write_video
 
     state = AppState(checkpoints, base or AnimateConfig())
-    workdir = Path(tempfile.mkdtemp(prefix="gdpw_app_"))
+    workdir = state.workdir
     labels = list(checkpoints)
 
     def use_demo() -> tuple[np.ndarray, str]:
@@ -93,7 +98,8 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
         except Exception as err:  # shown to the user as one line, whatever failed
             raise gr.Error(f"{type(err).__name__}: {err}") from None
 
-    with gr.Blocks(title="gdpw: one-shot face animation") as app:
+    # Gradio keeps its own copies of uploads and results: drop those older than an hour, hourly
+    with gr.Blocks(title="gdpw: one-shot face animation", delete_cache=(3600, 3600)) as app:
         gr.Markdown("# gdpw — geometry-driven progressive warping\nUpload a portrait and a driving video, "
                     "or use the built-in demo head.")
         with gr.Row():

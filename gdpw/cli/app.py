@@ -26,4 +26,7 @@ def run(args: argparse.Namespace) -> None:
     from gdpw.pipeline import AnimateConfig
 
     app = build_app(checkpoint_choices(args.checkpoint), AnimateConfig(flame=args.flame))
-    app.queue().launch(server_name=args.host, server_port=args.port)
+    try:
+        app.queue().launch(server_name=args.host, server_port=args.port)
+    finally:
+        app.gdpw_state.close()  # the animators and the session's temporary files
