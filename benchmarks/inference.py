@@ -121,7 +121,8 @@ def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
 
     flame = FLAME().to(device)
     cfg = GeneratorConfig(guidance=args.guidance, num_verts=flame.num_verts)
-    gen = fold_for_inference(Generator(cfg).eval()).to(device).to(memory_format=torch.channels_last)
+    max_conv_bytes = CPU_MAX_CONV_BYTES if device.type == "cpu" else None
+    gen = fold_for_inference(Generator(cfg).eval(), max_conv_bytes).to(device).to(memory_format=torch.channels_last)
     for batch in (1, 16):
         cam = torch.tensor([[6.0, 0.0, 0.02]], device=device).expand(batch, 3)
         pose = torch.zeros(batch, 3, device=device)
