@@ -203,12 +203,14 @@ def expression_basis(v: np.ndarray, head: np.ndarray) -> np.ndarray:
 def landmark_points_2d() -> np.ndarray:
     """The 68 iBUG landmarks of the demo head in frontal (x, y), metres."""
     pts = []
-    for i in range(17):  # jaw line, subject's right (image left) to left
-        a = np.pi + np.pi * i / 16
-        pts.append((0.064 * np.cos(a), -0.005 + 0.083 * np.sin(a)))
-    for sx in (-1, 1):  # brows, image left to right
-        xs = np.linspace(0.055, 0.012, 5) if sx < 0 else np.linspace(0.012, 0.055, 5)
-        pts.extend((sx * bx, 0.038 + 0.006 * np.cos((bx - 0.033) / 0.022 * np.pi / 2)) for bx in xs)
+    # Jaw line and brows: where MediaPipe's points (``MP_TO_IBUG68``) land on renders of this head,
+    # printed by scripts/calibrate_demo_landmarks.py, so that fitting MediaPipe landmarks sees no
+    # systematic offset there. Right half, image left to the chin; the left half mirrors it.
+    jaw = [(-0.081, 0.018), (-0.081, 0.003), (-0.079, -0.015), (-0.070, -0.034), (-0.063, -0.048),
+           (-0.054, -0.058), (-0.043, -0.067), (-0.025, -0.078), (0.0, -0.084)]
+    pts.extend(jaw + [(-x, y) for x, y in reversed(jaw[:-1])])
+    brow = [(-0.061, 0.043), (-0.054, 0.047), (-0.045, 0.049), (-0.032, 0.049), (-0.018, 0.046)]  # outer to inner
+    pts.extend(brow + [(-x, y) for x, y in reversed(brow)])
     pts.extend((0.0, yy) for yy in np.linspace(0.025, -0.012, 4))  # nose bridge
     pts.extend((nx, -0.028 - 0.003 * (1 - abs(nx) / 0.014)) for nx in np.linspace(-0.014, 0.014, 5))
     ex, ey = EYE_XY

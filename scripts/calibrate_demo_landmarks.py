@@ -1,0 +1,78 @@
+"""Where MediaPipe's jaw-line and brow points land on the demo head, in its frontal (x, y) metres.
+
+Renders synthetic clips of the demo head (random identities, poses, expressions), runs the
+MediaPipe face landmarker on them, and for each jaw and brow point of ``MP_TO_IBUG68`` picks the
+point of the head's surface (on a 2 mm frontal grid) whose projections, under the clips' true FLAME
+parameters, are closest on average to MediaPipe's detections. Mirror pairs are averaged, so the
+result is symmetric. ``gdpw.flame.demo_head.landmark_points_2d`` holds the printed table.
+
+    python scripts/calibrate_demo_landmarks.py [--clips 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from gdpw.data.synth import SynthConfig, render_clip
+from gdpw.fit import MediaPipeDetector
+from gdpw.fit.detect import MP_TO_IBUG68
+from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.flame.demo_head import embed_landmarks
+
+SIZE = 256
+
+
+def detections(flame: FLAME, clips: int) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's 68 points (N, 68, 2) in NDC and the posed image-space vertices (N, V, 2)."""
+    points, verts = [], []
+    with MediaPipeDetector() as det:
+        for seed in range(clips):
+            clip = render_clip(flame, SynthConfig(size=SIZE, frames_per_clip=8, seed=seed), 0, 0)
+            params = FlameParams(**{k: torch.from_numpy(v).float() for k, v in clip.params.items()})
+            with torch.no_grad():
+                img_verts = orthographic(flame(params).vertices, torch.from_numpy(clip.camera).float())
+            for i, img in enumerate(clip.images):
+                faces = det.detect(img)
+                if faces:
+                    points.append(faces[0].ibug68 / SIZE * 2 - 1)
+                    verts.append(img_verts[i, :, :2].numpy())
+    return np.stack(points), np.stack(verts)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clips", type=int, default=10)
+    args = p.parse_args()
+    flame = FLAME()
+    points, verts = detections(flame, args.clips)
+    template, faces = flame.v_template.numpy(), flame.faces.numpy()
+    grid = [(x, y) for x in np.arange(-0.09, 0.0901, 0.002) for y in np.arange(-0.11, 0.0601, 0.002)]
+    cands, tri, bary = [], [], []
+    for xy in grid:
+        try:
+            idx, b = embed_landmarks(template, faces, np.array([xy]))
+        except RuntimeError:  # not over the face
+            continue
+        cands.append(xy)
+        tri.append(faces[idx[0]])
+        bary.append(b[0])
+    cands_xy = np.array(cands)
+    # (N, C, 2): every candidate surface point in every detected frame
+    proj = (verts[:, np.array(tri)] * np.array(bary)[None, :, :, None]).sum(2)
+    best = np.stack([cands_xy[np.linalg.norm(proj - points[:, k, None], axis=-1).mean(0).argmin()] for k in range(27)])
+    mirror = np.r_[16 - np.arange(17), 26 - np.arange(10)]  # jaw 0..16 and brows 17..26 mirror pairs
+    sym = (best + best[mirror] * np.array([-1.0, 1.0])) / 2
+    print(f"{len(points)} frames with a face; {len(cands)} candidate surface points")
+    print("jaw, image left to chin (MediaPipe index: x, y):")
+    for k in range(9):
+        print(f"  {MP_TO_IBUG68[k]:4d}: ({sym[k, 0]:+.3f}, {sym[k, 1]:+.3f})")
+    print("right brow, outer to inner:")
+    for k in range(17, 22):
+        print(f"  {MP_TO_IBUG68[k]:4d}: ({sym[k, 0]:+.3f}, {sym[k, 1]:+.3f})")
+
+
+if __name__ == "__main__":
+    main()
