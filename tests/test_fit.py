@@ -116,3 +116,29 @@ def test_tracking_in_windows_follows_a_moving_head(flame: FLAME) -> None:
     steps = (fit.global_pose[1:] - fit.global_pose[:-1]).norm(dim=1)
     true_steps = (true["global_pose"][1:] - true["global_pose"][:-1]).norm(dim=1)
     assert (steps[[7, 15]] - true_steps[[7, 15]]).abs().max() < 0.05  # window seams after frames 7 and 15
+
+
+# iBUG-68 left-right mirror: jaw, brows, nose, eyes, outer and inner lips
+IBUG_FLIP = np.r_[16 - np.arange(17), 43 - np.arange(17, 27), np.arange(27, 31), 66 - np.arange(31, 36),
+                  [45, 44, 43, 42, 47, 46], [39, 38, 37, 36, 41, 40], 102 - np.arange(48, 55), 114 - np.arange(55, 60),
+                  124 - np.arange(60, 65), 132 - np.arange(65, 68)]
+
+
+def test_mediapipe_68_points_mirror_on_a_symmetric_face(flame: FLAME) -> None:
+    """A frontal, frontally lit demo head: each of the 68 points mirrors its iBUG partner."""
+    pytest.importorskip("mediapipe")
+    from gdpw.fit import MediaPipeDetector
+    from gdpw.render.patterns import render_shaded
+
+    assert sorted(IBUG_FLIP) == list(range(68)) and (IBUG_FLIP[IBUG_FLIP] == np.arange(68)).all()
+    out = flame(FlameParams(global_pose=torch.zeros(1, 3)))
+    cam = torch.tensor([[6.0, 0.0, 0.02]])
+    img = render_shaded(out.vertices, orthographic(out.vertices, cam), flame.faces, (256, 256), light=(0.0, 0.0, 1.0))[0]
+    image = (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    assert np.abs(image.astype(int) - image[:, ::-1]).mean() < 2  # the render itself is symmetric
+    with MediaPipeDetector() as det:
+        faces = det.detect(image)
+    assert faces
+    pts = faces[0].ibug68
+    mirrored = pts[IBUG_FLIP] * np.array([-1.0, 1.0]) + np.array([256.0, 0.0])
+    assert np.abs(pts - mirrored).max() < 10.0  # pixels: MediaPipe itself is up to ~7 px asymmetric here
