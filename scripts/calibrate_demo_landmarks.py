@@ -1,10 +1,10 @@
-"""Where MediaPipe's jaw-line and brow points land on the demo head, in its frontal (x, y) metres.
+"""Where MediaPipe's 68 points land on the demo head, in its frontal (x, y) metres.
 
-Renders synthetic clips of the demo head (random identities, poses, expressions), runs the
-MediaPipe face landmarker on them, and for each jaw and brow point of ``MP_TO_IBUG68`` picks the
-point of the head's surface (on a 2 mm frontal grid) whose projections, under the clips' true FLAME
-parameters, are closest on average to MediaPipe's detections. Mirror pairs are averaged, so the
-result is symmetric. ``gdpw.flame.demo_head.landmark_points_2d`` holds the printed table.
+Renders synthetic clips of the demo head (random identities, poses, expressions, jaw motion),
+runs the MediaPipe face landmarker on them, and for each of the 68 points of ``MP_TO_IBUG68`` picks
+the point of the head's surface (on a 1 mm frontal grid) whose projections, under the clips' true
+FLAME parameters, are closest on average to MediaPipe's detections. Mirror pairs are averaged, so
+the result is symmetric. ``gdpw.flame.demo_head.LANDMARKS_RIGHT`` holds the printed table.
 
     python scripts/calibrate_demo_landmarks.py [--clips 10]
 """
@@ -20,7 +20,7 @@ from gdpw.data.synth import SynthConfig, render_clip
 from gdpw.fit import MediaPipeDetector
 from gdpw.fit.detect import MP_TO_IBUG68
 from gdpw.flame import FLAME, FlameParams, orthographic
-from gdpw.flame.demo_head import embed_landmarks
+from gdpw.flame.demo_head import IBUG_MIRROR, embed_landmarks
 
 SIZE = 256
 
@@ -49,7 +49,7 @@ def main() -> None:
     flame = FLAME()
     points, verts = detections(flame, args.clips)
     template, faces = flame.v_template.numpy(), flame.faces.numpy()
-    grid = [(x, y) for x in np.arange(-0.09, 0.0901, 0.002) for y in np.arange(-0.11, 0.0601, 0.002)]
+    grid = [(x, y) for x in np.arange(-0.09, 0.0901, 0.001) for y in np.arange(-0.11, 0.0601, 0.001)]
     cands, tri, bary = [], [], []
     for xy in grid:
         try:
@@ -60,18 +60,15 @@ def main() -> None:
         tri.append(faces[idx[0]])
         bary.append(b[0])
     cands_xy = np.array(cands)
-    # (N, C, 2): every candidate surface point in every detected frame
-    proj = (verts[:, np.array(tri)] * np.array(bary)[None, :, :, None]).sum(2)
-    best = np.stack([cands_xy[np.linalg.norm(proj - points[:, k, None], axis=-1).mean(0).argmin()] for k in range(27)])
-    mirror = np.r_[16 - np.arange(17), 26 - np.arange(10)]  # jaw 0..16 and brows 17..26 mirror pairs
-    sym = (best + best[mirror] * np.array([-1.0, 1.0])) / 2
+    tri_a, bary_a = np.array(tri), np.array(bary)
+    proj = (verts[:, tri_a] * bary_a[None, :, :, None]).sum(2)  # (N, C, 2): every candidate in every frame
+    best_a = np.stack([cands_xy[np.linalg.norm(proj - points[:, k, None], axis=-1).mean(0).argmin()] for k in range(68)])
+    sym = (best_a + best_a[IBUG_MIRROR] * np.array([-1.0, 1.0])) / 2
     print(f"{len(points)} frames with a face; {len(cands)} candidate surface points")
-    print("jaw, image left to chin (MediaPipe index: x, y):")
-    for k in range(9):
-        print(f"  {MP_TO_IBUG68[k]:4d}: ({sym[k, 0]:+.3f}, {sym[k, 1]:+.3f})")
-    print("right brow, outer to inner:")
-    for k in range(17, 22):
-        print(f"  {MP_TO_IBUG68[k]:4d}: ({sym[k, 0]:+.3f}, {sym[k, 1]:+.3f})")
+    right = [k for k in range(68) if sym[k, 0] < -1e-9 or (abs(sym[k, 0]) < 1e-9 and IBUG_MIRROR[k] == k)]
+    print("LANDMARKS_RIGHT = {  # iBUG index: (x, y), image-left half and the midline")
+    print(",\n".join(f"    {k}: ({sym[k, 0]:+.3f}, {sym[k, 1]:+.3f})" for k in right))
+    print("}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch
 from gdpw.data.synth import SynthConfig, render_clip
 from gdpw.fit import FitConfig, LandmarkFitter, OneEuroFilter
 from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.flame.demo_head import IBUG_MIRROR
 from gdpw.flame.lbs import batch_rodrigues, euler_to_axis_angle, matrix_to_axis_angle
 
 
@@ -118,19 +119,13 @@ def test_tracking_in_windows_follows_a_moving_head(flame: FLAME) -> None:
     assert (steps[[7, 15]] - true_steps[[7, 15]]).abs().max() < 0.05  # window seams after frames 7 and 15
 
 
-# iBUG-68 left-right mirror: jaw, brows, nose, eyes, outer and inner lips
-IBUG_FLIP = np.r_[16 - np.arange(17), 43 - np.arange(17, 27), np.arange(27, 31), 66 - np.arange(31, 36),
-                  [45, 44, 43, 42, 47, 46], [39, 38, 37, 36, 41, 40], 102 - np.arange(48, 55), 114 - np.arange(55, 60),
-                  124 - np.arange(60, 65), 132 - np.arange(65, 68)]
-
-
 def test_mediapipe_68_points_mirror_on_a_symmetric_face(flame: FLAME) -> None:
     """A frontal, frontally lit demo head: each of the 68 points mirrors its iBUG partner."""
     pytest.importorskip("mediapipe")
     from gdpw.fit import MediaPipeDetector
     from gdpw.render.patterns import render_shaded
 
-    assert sorted(IBUG_FLIP) == list(range(68)) and (IBUG_FLIP[IBUG_FLIP] == np.arange(68)).all()
+    assert sorted(IBUG_MIRROR) == list(range(68)) and (IBUG_MIRROR[IBUG_MIRROR] == np.arange(68)).all()
     out = flame(FlameParams(global_pose=torch.zeros(1, 3)))
     cam = torch.tensor([[6.0, 0.0, 0.02]])
     img = render_shaded(out.vertices, orthographic(out.vertices, cam), flame.faces, (256, 256), light=(0.0, 0.0, 1.0))[0]
@@ -140,5 +135,5 @@ def test_mediapipe_68_points_mirror_on_a_symmetric_face(flame: FLAME) -> None:
         faces = det.detect(image)
     assert faces
     pts = faces[0].ibug68
-    mirrored = pts[IBUG_FLIP] * np.array([-1.0, 1.0]) + np.array([256.0, 0.0])
+    mirrored = pts[IBUG_MIRROR] * np.array([-1.0, 1.0]) + np.array([256.0, 0.0])
     assert np.abs(pts - mirrored).max() < 10.0  # pixels: MediaPipe itself is up to ~7 px asymmetric here

@@ -221,7 +221,7 @@ def _save_preview(animator, fit, crop_img: np.ndarray, path: Path) -> None:  # t
     verts = animator.vertices(fit, [0])
     world = animator.flame(fit.params([0])).vertices
     shaded = render_shaded(world, verts, animator.flame.faces, (size, size))[0]
-    img = torch.from_numpy(crop_img).permute(2, 0, 1).float() / 255
+    img = torch.from_numpy(np.array(crop_img)).permute(2, 0, 1).float() / 255
     mask = (shaded.sum(0, keepdim=True) > 0).float()
     overlay = img * (1 - 0.6 * mask) + 0.6 * shaded
     save_png(torch.cat([img, overlay], dim=2), path)

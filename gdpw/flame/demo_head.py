@@ -200,35 +200,65 @@ def expression_basis(v: np.ndarray, head: np.ndarray) -> np.ndarray:
     return dirs
 
 
+# The iBUG-68 point that mirrors each one (jaw, brows, nose, eyes, outer and inner lips).
+IBUG_MIRROR = np.r_[16 - np.arange(17), 43 - np.arange(17, 27), np.arange(27, 31), 66 - np.arange(31, 36),
+                    [45, 44, 43, 42, 47, 46], [39, 38, 37, 36, 41, 40], 102 - np.arange(48, 55),
+                    114 - np.arange(55, 60), 124 - np.arange(60, 65), 132 - np.arange(65, 68)]
+
+
+# Where MediaPipe's 68 points (``MP_TO_IBUG68``) land on renders of this head, printed by
+# scripts/calibrate_demo_landmarks.py, so that fitting MediaPipe landmarks sees no systematic
+# offsets. Frontal (x, y) in metres; the image-right half mirrors it.
+LANDMARKS_RIGHT: dict[int, tuple[float, float]] = {  # iBUG index: (x, y), image-left half and midline
+    0: (-0.081, +0.019),
+    1: (-0.081, +0.003),
+    2: (-0.079, -0.015),
+    3: (-0.071, -0.032),
+    4: (-0.063, -0.047),
+    5: (-0.054, -0.058),
+    6: (-0.044, -0.066),
+    7: (-0.025, -0.078),
+    8: (+0.000, -0.084),
+    17: (-0.061, +0.043),
+    18: (-0.054, +0.047),
+    19: (-0.045, +0.049),
+    20: (-0.032, +0.049),
+    21: (-0.017, +0.047),
+    27: (+0.000, +0.025),
+    28: (+0.000, +0.005),
+    29: (+0.000, -0.013),
+    30: (+0.000, -0.023),
+    31: (-0.015, -0.028),
+    32: (-0.010, -0.032),
+    33: (+0.000, -0.034),
+    36: (-0.048, +0.024),
+    37: (-0.041, +0.028),
+    38: (-0.030, +0.029),
+    39: (-0.021, +0.021),
+    40: (-0.029, +0.018),
+    41: (-0.039, +0.018),
+    48: (-0.025, -0.050),
+    49: (-0.014, -0.046),
+    50: (-0.007, -0.045),
+    51: (+0.000, -0.046),
+    57: (+0.000, -0.060),
+    58: (-0.007, -0.059),
+    59: (-0.013, -0.057),
+    60: (-0.022, -0.051),
+    61: (-0.006, -0.052),
+    62: (+0.000, -0.052),
+    66: (+0.000, -0.053),
+    67: (-0.006, -0.053),
+}
+
+
 def landmark_points_2d() -> np.ndarray:
     """The 68 iBUG landmarks of the demo head in frontal (x, y), metres."""
-    pts = []
-    # Jaw line and brows: where MediaPipe's points (``MP_TO_IBUG68``) land on renders of this head,
-    # printed by scripts/calibrate_demo_landmarks.py, so that fitting MediaPipe landmarks sees no
-    # systematic offset there. Right half, image left to the chin; the left half mirrors it.
-    jaw = [(-0.081, 0.018), (-0.081, 0.003), (-0.079, -0.015), (-0.070, -0.034), (-0.063, -0.048),
-           (-0.054, -0.058), (-0.043, -0.067), (-0.025, -0.078), (0.0, -0.084)]
-    pts.extend(jaw + [(-x, y) for x, y in reversed(jaw[:-1])])
-    brow = [(-0.061, 0.043), (-0.054, 0.047), (-0.045, 0.049), (-0.032, 0.049), (-0.018, 0.046)]  # outer to inner
-    pts.extend(brow + [(-x, y) for x, y in reversed(brow)])
-    pts.extend((0.0, yy) for yy in np.linspace(0.025, -0.012, 4))  # nose bridge
-    pts.extend((nx, -0.028 - 0.003 * (1 - abs(nx) / 0.014)) for nx in np.linspace(-0.014, 0.014, 5))
-    ex, ey = EYE_XY
-    eye = [(-0.011, 0.0), (-0.004, 0.004), (0.004, 0.004), (0.011, 0.0), (0.004, -0.004), (-0.004, -0.004)]
-    for cx in (-ex, ex):  # right eye from its outer corner, left eye from its inner corner
-        pts.extend((cx + dx, ey + dy) for dx, dy in eye)
-    my = -0.055
-    for i in range(7):  # outer lip, top: right corner to left corner
-        a = np.pi - np.pi * i / 6
-        pts.append((0.024 * np.cos(a), my + 0.012 * np.sin(a)))
-    for i in range(1, 6):  # outer lip, bottom: left to right
-        a = -np.pi * i / 6
-        pts.append((0.024 * np.cos(a), my + 0.014 * np.sin(a)))
-    pts.append((-0.018, my))  # inner lip
-    pts.extend((ix, my + 0.003) for ix in (-0.008, 0.0, 0.008))
-    pts.append((0.018, my))
-    pts.extend((ix, my - 0.003) for ix in (0.008, 0.0, -0.008))
-    return np.asarray(pts)
+    pts = np.zeros((68, 2))
+    for k, (x, y) in LANDMARKS_RIGHT.items():
+        pts[k] = (x, y)
+        pts[IBUG_MIRROR[k]] = (-x, y)
+    return pts
 
 
 def embed_landmarks(verts: np.ndarray, faces: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
