@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> None:
     from gdpw.eval.protocol import baseline_methods, evaluate, generator_method
     from gdpw.flame import FLAME, load_landmark_embedding
     from gdpw.model.checkpoint import load_checkpoint
+    from gdpw.model.fold import CPU_MAX_CONV_BYTES, fold_for_inference
     from gdpw.pipeline.animator import DEMO_CHECKPOINT
 
     ckpts = args.checkpoint or [str(DEMO_CHECKPOINT)]
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> None:
     embedding = load_landmark_embedding(args.landmark_embedding) if args.landmark_embedding else None
     flame = FLAME(args.flame, landmark_embedding=embedding)
     faces = flame.faces
-    methods = {n: generator_method(load_checkpoint(c).build_generator(), faces) for n, c in zip(names, ckpts)}
+    methods = {n: generator_method(fold_for_inference(load_checkpoint(c).build_generator(), CPU_MAX_CONV_BYTES), faces)
+               for n, c in zip(names, ckpts)}
     if not args.no_baselines:
         methods.update(baseline_methods(faces))
     out = Path(args.output) if args.output else None
