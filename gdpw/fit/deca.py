@@ -114,13 +114,18 @@ def deca_box(landmarks: np.ndarray) -> CropBox:
     return CropBox(float(cx - size / 2), float(cy - size / 2), float(size))
 
 
+def require_flame_2020(n_shape: int, n_expression: int) -> None:
+    """Raise unless a FLAME model takes DECA's 100 shape and 50 expression coefficients."""
+    if n_shape < 100 or n_expression < 50:
+        raise ValueError(f"DECA predicts 100 shape and 50 expression coefficients of FLAME 2020; this FLAME model "
+                         f"has {n_shape} and {n_expression} (the demo head cannot take DECA fits: pass --flame generic_model.pkl)")
+
+
 @torch.no_grad()
 def deca_fit(encoder: DecaEncoder, images: list[np.ndarray], landmarks: list[np.ndarray], boxes: list[CropBox],
              n_shape: int, n_expression: int) -> FlameFit:
     """FLAME fits of ``images`` (one per frame) with cameras in the NDC of ``boxes``."""
-    if n_shape < 100 or n_expression < 50:
-        raise ValueError(f"DECA predicts 100 shape and 50 expression coefficients of FLAME 2020; this FLAME model "
-                         f"has {n_shape} and {n_expression} (the demo head cannot take DECA fits: pass --flame generic_model.pkl)")
+    require_flame_2020(n_shape, n_expression)
     crops, deca_boxes = [], []
     for img, lmk in zip(images, landmarks):
         box = deca_box(lmk)

@@ -254,8 +254,14 @@ class LandmarkFitter:
             prev = vars
         fit = FlameFit(shape, *(torch.cat([getattr(f, k) for f in frames]) for k in
                                 ("expression", "global_pose", "jaw_pose", "eye_pose", "camera", "landmark_error")))
-        if self.cfg.smooth_min_cutoff > 0 and t > 2:
-            smooth = OneEuroFilter(fps, self.cfg.smooth_min_cutoff, self.cfg.smooth_beta)
-            for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "camera"):
-                setattr(fit, k, smooth(getattr(fit, k)))
-        return fit
+        return smooth_fit(fit, fps, self.cfg)
+
+
+def smooth_fit(fit: FlameFit, fps: float, cfg: FitConfig) -> FlameFit:
+    """``fit`` with its per-frame parameters and cameras One-Euro filtered over time, in place
+    (unchanged for two frames or fewer, or when ``cfg.smooth_min_cutoff`` is 0)."""
+    if cfg.smooth_min_cutoff > 0 and len(fit) > 2:
+        smooth = OneEuroFilter(fps, cfg.smooth_min_cutoff, cfg.smooth_beta)
+        for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "camera"):
+            setattr(fit, k, smooth(getattr(fit, k)))
+    return fit

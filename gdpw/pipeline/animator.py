@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -87,10 +88,9 @@ class Animator:
         self._fitter: LandmarkFitter | None = None
         self.deca = None
         if cfg.fitter == "deca":
-            from gdpw.fit.deca import DecaEncoder
+            from gdpw.fit.deca import DecaEncoder, require_flame_2020
 
-            if self.flame.n_shape < 100 or self.flame.n_expression < 50:
-                raise ValueError("the DECA fitter needs FLAME 2020 (100 shape, 50 expression components): pass --flame generic_model.pkl")
+            require_flame_2020(self.flame.n_shape, self.flame.n_expression)  # before any work
             self.deca = DecaEncoder.from_file(cfg.deca_model or "deca_model.tar").to(self.device)
         elif cfg.fitter != "landmarks":
             raise ValueError(f"fitter must be 'landmarks' or 'deca', got {cfg.fitter!r}")
@@ -102,7 +102,7 @@ class Animator:
     def fitter(self) -> LandmarkFitter:
         """The landmark fitter (on the CPU), made on first use: the DECA path does not need it."""
         if self._fitter is None:
-            on_cpu = self.flame if self.device.type == "cpu" else FLAME(self.cfg.flame, landmark_embedding=_embedding(self.flame))
+            on_cpu = self.flame if self.device.type == "cpu" else copy.deepcopy(self.flame).cpu()
             self._fitter = LandmarkFitter(on_cpu, self.cfg.fit)
         return self._fitter
 
@@ -177,18 +177,14 @@ class Animator:
 
     def _deca(self, images: list[np.ndarray], lmks: list[np.ndarray], box: CropBox, fps: float | None) -> FlameFit:
         """DECA fits in batches, cameras in ``box``'s NDC, smoothed over time like the tracker's."""
-        from gdpw.fit import OneEuroFilter
         from gdpw.fit.deca import deca_fit
+        from gdpw.fit.fitter import smooth_fit
 
         parts = [deca_fit(self.deca, images[i : i + 16], lmks[i : i + 16], [box] * len(images[i : i + 16]),
                           self.flame.n_shape, self.flame.n_expression) for i in range(0, len(images), 16)]
         fields = ("expression", "global_pose", "jaw_pose", "eye_pose", "camera")
         fit = FlameFit(torch.stack([p.shape for p in parts]).mean(0), *(torch.cat([getattr(p, k) for p in parts]).cpu() for k in fields))
-        if fps is not None and len(fit) > 2 and self.cfg.fit.smooth_min_cutoff > 0:
-            smooth = OneEuroFilter(fps, self.cfg.fit.smooth_min_cutoff, self.cfg.fit.smooth_beta)
-            for k in fields:
-                setattr(fit, k, smooth(getattr(fit, k)))
-        return fit
+        return fit if fps is None else smooth_fit(fit, fps, self.cfg.fit)
 
     def transfer(self, source: FlameFit, driving: FlameFit) -> FlameFit:
         """The source's identity with the driving motion, absolute or relative to driving frame 0."""
@@ -270,12 +266,6 @@ class Animator:
         """Drive a prepared source with explicit FLAME parameters (edits, sweeps, the demo)."""
         crops = self.generate(source, target)
         return AnimationResult(self.compose(source, crops, None), crops, dict(self.timings))
-
-
-def _embedding(flame: FLAME) -> tuple[np.ndarray, np.ndarray] | None:
-    if flame.lmk_faces_idx is None or flame.lmk_bary_coords is None:
-        return None
-    return flame.lmk_faces_idx.cpu().numpy(), flame.lmk_bary_coords.cpu().numpy()
 
 
 def resize_to_height(image: np.ndarray, height: int) -> np.ndarray:
