@@ -117,12 +117,13 @@ class _Decoder(torch.nn.Module):
 
 def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
     from gdpw.flame import FLAME, FlameParams, orthographic
-    from gdpw.render import render_guidance
+    from gdpw.model import GuidedGenerator
 
     flame = FLAME().to(device)
     cfg = GeneratorConfig(guidance=args.guidance, num_verts=flame.num_verts)
     max_conv_bytes = CPU_MAX_CONV_BYTES if device.type == "cpu" else None
     gen = fold_for_inference(Generator(cfg).eval(), max_conv_bytes).to(device).to(memory_format=torch.channels_last)
+    guided = GuidedGenerator(gen, flame.faces)
     for batch in (1, 16):
         cam = torch.tensor([[6.0, 0.0, 0.02]], device=device).expand(batch, 3)
         pose = torch.zeros(batch, 3, device=device)
@@ -130,17 +131,15 @@ def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
         vs = orthographic(flame(FlameParams(global_pose=torch.zeros(batch, 3, device=device))).vertices, cam)
         vd = orthographic(flame(FlameParams(global_pose=pose)).vertices, cam)
         img = torch.rand(1, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
-        embeds = gen.embeds if cfg.uses_codes else None
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
             with torch.inference_mode(), autocast:  # the source half once per video, as gdpw animate does
-                pat = render_guidance(vs[:1], vd[:1], flame.faces, (args.size, args.size), embeds)
-                encoding = gen.encode(img, pat.codes_s)
+                encoding = guided.encode(img, vs[:1])
 
             def step() -> torch.Tensor:
-                pat = render_guidance(vs, vd, flame.faces, (args.size, args.size), embeds)
+                guidance = guided.driving_guidance(vs[:1], vd, (args.size, args.size))
                 with autocast:
-                    return gen.decode(encoding, pat.geom_disp, pat.codes_d).rec_img_d
+                    return guided.network.decode(encoding, *guidance).rec_img_d
 
             with torch.inference_mode():
                 t, _ = timed(step, args.repeats, device)

@@ -4,7 +4,7 @@ Renders synthetic clips of the demo head (random identities, poses, expressions,
 runs the MediaPipe face landmarker on them, and for each of the 68 points of ``MP_TO_IBUG68`` picks
 the point of the head's surface (on a 1 mm frontal grid) whose projections, under the clips' true
 FLAME parameters, are closest on average to MediaPipe's detections. Mirror pairs are averaged, so
-the result is symmetric. ``gdpw.flame.demo_head.LANDMARKS_RIGHT`` holds the printed table.
+the result is symmetric. ``scripts/build_demo_head.py``'s ``LANDMARKS_RIGHT`` holds the printed table.
 
     python scripts/calibrate_demo_landmarks.py [--clips 10]
 """
@@ -18,9 +18,8 @@ import torch
 
 from gdpw.data.synth import SynthConfig, render_clip
 from gdpw.fit import MediaPipeDetector
-from gdpw.fit.detect import MP_TO_IBUG68
 from gdpw.flame import FLAME, FlameParams, orthographic
-from gdpw.flame.demo_head import IBUG_MIRROR, embed_landmarks
+from build_demo_head import IBUG_MIRROR, embed_landmarks
 
 SIZE = 256
 

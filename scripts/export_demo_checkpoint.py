@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import sys
 
-
 from gdpw.model.checkpoint import load_checkpoint, save_checkpoint
 
 
-def main(src: str, dst: str, image_size: int = 64) -> None:
-    ckpt = load_checkpoint(src)
+def main(src: str, dst: str) -> None:
+    ckpt = load_checkpoint(src)  # its image_size is the size of the data it was trained on
     ckpt.discriminator = ckpt.discriminator_config = None
-    ckpt.image_size = image_size
     # fp16 storage halves the file; loading casts back to float32
     ckpt.generator = {k: v.half() if v.is_floating_point() else v for k, v in ckpt.generator.items()}
     save_checkpoint(ckpt, dst)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gdpw.eval.inception import FIDInceptionV3, frechet_distance
+from gdpw.backbones import FIDInceptionV3
+from gdpw.eval.metrics import frechet_distance
 from gdpw.eval.metrics import l1, psnr, ssim
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gdpw.flame import DEMO_HEAD, FLAME, FlameFileError, FlameParams, load_flame, load_landmark_embedding
-from gdpw.flame.demo_head import build_demo_head
+from scripts.build_demo_head import build_demo_head
 from gdpw.flame.lbs import batch_rodrigues
 
 

@@ -71,7 +71,7 @@ def test_fuzz_flame_loader(tmp_path: Path) -> None:
 def test_fuzz_dataset_shard_loader(tmp_path: Path) -> None:
     clip = render_clip(FLAME(), SynthConfig(size=16, frames_per_clip=2), 0, 0)
     good = tmp_path / "clip.npz"
-    write_clip(good, clip.images, clip.verts, clip.camera, clip.params)
+    write_clip(good, clip.images, clip.verts, clip.params)
     assert fuzz(tmp_path, good, load_clip, DatasetError, seed=3) > CASES // 2
 
 

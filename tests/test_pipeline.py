@@ -11,9 +11,19 @@ import torch
 from gdpw.cli.main import main
 from gdpw.data.synth import SynthConfig, render_clip
 from gdpw.data.video import read_video, write_video
-from gdpw.fit import FlameFit
-from gdpw.flame import FLAME
-from gdpw.pipeline import AnimateConfig, Animator, CropBox, EditSpec, apply_edit, crop, crop_box, paste_back, sweep
+from gdpw.flame import FLAME, FlameSequence
+from gdpw.pipeline import (
+    AnimateConfig,
+    Animator,
+    CropBox,
+    EditSpec,
+    apply_edit,
+    crop,
+    crop_box,
+    paste_back,
+    sweep,
+    transfer_motion,
+)
 
 mediapipe = pytest.importorskip("mediapipe", reason="fitting tests need mediapipe (installed in CI)")
 
@@ -78,8 +88,7 @@ def test_python_api_relative_motion_keeps_the_source_for_a_still_driver(astronau
         result = animator.animate(img, [img, img], fps=25)
         assert result.crops.shape == (2, 64, 64, 3)
         src = animator.prepare_source(img)
-        target = animator.transfer(src.fit, FlameFit(src.fit.shape, src.fit.expression.repeat(2, 1), src.fit.global_pose.repeat(2, 1),
-                                                     src.fit.jaw_pose.repeat(2, 1), src.fit.eye_pose.repeat(2, 1), src.fit.camera.repeat(2, 1)))
+        target = transfer_motion(src.fit, src.fit.repeat(2), "relative")
         assert torch.allclose(target.global_pose, src.fit.global_pose.expand(2, 3), atol=1e-5)
         assert torch.allclose(target.camera, src.fit.camera.expand(2, 3), atol=1e-6)
         # the animator runs the folded inference copy; it renders what the trained network renders
@@ -105,7 +114,7 @@ def test_edit_and_frontalize(astronaut: Path, tmp_path: Path) -> None:
 
 
 def test_apply_edit_semantics() -> None:
-    fit = FlameFit(torch.zeros(20), torch.zeros(1, 10), torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 6), torch.tensor([[6.0, 0, 0]]))
+    fit = FlameSequence(torch.zeros(20), torch.zeros(1, 10), torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1, 6), torch.tensor([[6.0, 0, 0]]))
     e = apply_edit(fit, EditSpec(yaw=30, jaw=10, expression={2: 1.0}, gaze_x=5))
     assert torch.allclose(e.global_pose, torch.tensor([[0.0, np.pi / 6, 0.0]]), atol=1e-5)
     assert e.jaw_pose[0, 0] == pytest.approx(np.pi / 18) and e.expression[0, 2] == 1.0

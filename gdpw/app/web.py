@@ -24,16 +24,14 @@ class AppState:
     def __init__(self, checkpoints: dict[str, str | None], base: AnimateConfig) -> None:
         self.checkpoints = checkpoints
         self.base = base
-        self._animators: dict[tuple[str, str], Animator] = {}
+        self._animators: dict[str, Animator] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="gdpw_app_")
         self.workdir = Path(self._tmp.name)
 
-    def animator(self, label: str, motion: str) -> Animator:
-        key = (label, motion)
-        if key not in self._animators:
-            cfg = replace(self.base, checkpoint=self.checkpoints[label], motion=motion)  # type: ignore[arg-type]
-            self._animators[key] = Animator(cfg)
-        return self._animators[key]
+    def animator(self, label: str) -> Animator:
+        if label not in self._animators:
+            self._animators[label] = Animator(replace(self.base, checkpoint=self.checkpoints[label]))
+        return self._animators[label]
 
     def close(self) -> None:
         for a in self._animators.values():
@@ -76,10 +74,10 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
             raise gr.Error("Upload a portrait and a driving video (or press 'Use the demo assets').")
         try:
             frames, info = read_video(driving, max_frames=300)
-            animator = state.animator(label, motion)
-            animator.cfg = replace(animator.cfg, side_by_side=side)
+            animator = state.animator(label)
             progress(0.2, desc="fitting and generating")
-            result = animator.animate(np.ascontiguousarray(source[..., :3]), list(frames), fps=info.fps)
+            result = animator.animate(np.ascontiguousarray(source[..., :3]), list(frames), fps=info.fps,
+                                      motion=motion, side_by_side=side)
             out = workdir / f"result_{len(list(workdir.glob('result_*')))}.mp4"
             write_video(out, result.frames, info.fps, audio_from=driving if info.has_audio else None)
         except Exception as err:  # shown to the user as one line, whatever failed
@@ -91,7 +89,7 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
         if source is None:
             raise gr.Error("Upload a portrait (or press 'Use the demo assets').")
         try:
-            animator = state.animator(label, "relative")
+            animator = state.animator(label)
             src = animator.prepare_source(np.ascontiguousarray(source[..., :3]))
             spec = EditSpec(yaw=yaw, pitch=pitch, roll=roll, jaw=jaw, expression={i: v for i, v in enumerate(expression)})
             return animator.animate_fit(src, apply_edit(src.fit, spec)).frames[0]

@@ -9,29 +9,24 @@ from pathlib import Path
 
 import numpy as np
 
+from gdpw.common.errors import UsageError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", help="gdpw or released checkpoint (default: the shipped demo generator)")
-    p.add_argument("--flame", help="FLAME generic_model.pkl (default: the built-in demo head)")
-    p.add_argument("--landmark-embedding", help="68-point landmark embedding for a FLAME model (landmark_embedding.npy)")
-    p.add_argument("--face-index", type=int, help="which face when an image has several (0 = largest)")
-    p.add_argument("--crop-scale", type=float, default=2.5, help="crop side / landmark box side (default 2.5)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--allow-pickle", action="store_true", help="load checkpoints that need full unpickling")
-    p.add_argument("--fitter", choices=["landmarks", "deca"], default="landmarks",
-                   help="FLAME fitting: MediaPipe landmarks (default) or DECA (needs --deca-model and FLAME 2020)")
-    p.add_argument("--deca-model", help="DECA's deca_model.tar (for --fitter deca)")
-
-
-def _config(args: argparse.Namespace, **over: object):  # type: ignore[no-untyped-def]
+    """Every field of ``AnimateConfig`` (and its FLAME and tracking sections) as a flag."""
+    from gdpw.common.config import add_arguments
     from gdpw.pipeline import AnimateConfig
 
-    cfg = AnimateConfig(checkpoint=args.checkpoint, flame=args.flame, face_index=args.face_index,
-                        crop_scale=args.crop_scale, device=args.device, allow_pickle=args.allow_pickle,
-                        fitter=args.fitter, deca_model=args.deca_model, landmark_embedding=args.landmark_embedding)
-    return replace(cfg, **over)
+    add_arguments(p, AnimateConfig)
+
+
+def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from gdpw.common.config import from_args
+    from gdpw.pipeline import AnimateConfig
+
+    return from_args(AnimateConfig, args)
 
 
 def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -39,13 +34,13 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     p = sub.add_parser("animate", help="animate a portrait with a driving video", formatter_class=fmt, epilog="""examples:
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4
   gdpw animate --source faces/ --driving talk.mp4 -o outs/ --side-by-side --profile
-  gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4 --checkpoint released.pth --flame generic_model.pkl""")
+  gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4 --checkpoint released.pth --flame generic_model.pkl \\
+      --landmark-embedding landmark_embedding.npy --fit.iterations 600""")
     p.add_argument("--source", required=True, help="portrait image, or a folder of them (batch mode)")
     p.add_argument("--driving", required=True, help="driving video")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (a folder in batch mode)")
     p.add_argument("--absolute", action="store_true", help="absolute motion (default: relative to the first driving frame)")
     p.add_argument("--side-by-side", action="store_true", help="source | driving | result")
-    p.add_argument("--no-paste-back", action="store_true", help="write the generated crop only")
     p.add_argument("--max-frames", type=int, help="use only the first N driving frames")
     p.add_argument("--profile", action="store_true", help="print frames per second for each stage")
     _common(p)
@@ -83,8 +78,14 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     p.add_argument("--input", required=True, help="image or video")
     p.add_argument("-o", "--output", required=True, help=".npz with shape, expression, poses and cameras")
     p.add_argument("--preview", help="PNG: the crop beside the fitted mesh (first frame)")
+    p.add_argument("--preview-size", type=int, default=256, help="crop side of the preview in pixels (default 256)")
     p.add_argument("--max-frames", type=int)
-    _common(p)
+    from gdpw.common.config import add_arguments
+    from gdpw.fit import TrackConfig
+    from gdpw.flame import HeadConfig
+
+    add_arguments(p, HeadConfig)
+    add_arguments(p, TrackConfig)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("demo", help="reenactment and editing on the built-in demo head, no inputs needed",
@@ -108,16 +109,15 @@ def cmd_animate(args: argparse.Namespace) -> None:
     src = Path(args.source)
     sources = sorted(p for p in src.iterdir() if _is_image(p)) if src.is_dir() else [src]
     if not sources:
-        raise ValueError(f"no images in {src}")
+        raise UsageError(f"no images in {src}")
     t0 = time.perf_counter()
     driving, info = read_video(args.driving, args.max_frames)
     decode = time.perf_counter() - t0
-    animator = Animator(_config(args, motion="absolute" if args.absolute else "relative",
-                                side_by_side=args.side_by_side, paste_back=not args.no_paste_back))
-    try:
+    with Animator(_config(args)) as animator:
         for path in tqdm(sources, desc="animate", unit="source", disable=len(sources) == 1):
             out = Path(args.output) / f"{path.stem}.mp4" if src.is_dir() else Path(args.output)
-            result = animator.animate(read_image(path), list(driving), fps=info.fps)
+            result = animator.animate(read_image(path), list(driving), fps=info.fps,
+                                      motion="absolute" if args.absolute else "relative", side_by_side=args.side_by_side)
             t = time.perf_counter()
             write_video(out, result.frames, info.fps, audio_from=args.driving if info.has_audio else None)
             timings = {"decode": decode, **result.timings, "encode": time.perf_counter() - t}
@@ -129,8 +129,6 @@ def cmd_animate(args: argparse.Namespace) -> None:
                     print(f"{stage:<10} {secs:8.2f} {n / max(secs, 1e-9):10.1f}")
                 total = sum(timings.values())
                 print(f"{'total':<10} {total:8.2f} {n / total:10.1f}")
-    finally:
-        animator.close()
 
 
 def _edit_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -155,8 +153,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     from gdpw.pipeline import Animator, apply_edit, sweep
 
     spec = _edit_spec(args)
-    animator = Animator(_config(args))
-    try:
+    with Animator(_config(args)) as animator:
         source = animator.prepare_source(read_image(args.source))
         out = Path(args.output)
         if args.sweep:
@@ -166,75 +163,70 @@ def cmd_edit(args: argparse.Namespace) -> None:
             print(f"wrote {out}: {n}-frame {name} sweep")
         else:
             if out.suffix.lower() == ".mp4":
-                raise ValueError("an .mp4 output needs --sweep; give an image path for a single edit")
+                raise UsageError("an .mp4 output needs --sweep; give an image path for a single edit")
             _save_image(animator.animate_fit(source, apply_edit(source.fit, spec)).frames, out)
             print(f"wrote {out}")
-    finally:
-        animator.close()
 
 
 def cmd_frontalize(args: argparse.Namespace) -> None:
     from gdpw.data.video import read_image
     from gdpw.pipeline import Animator, EditSpec, apply_edit
 
-    animator = Animator(_config(args))
-    try:
+    with Animator(_config(args)) as animator:
         source = animator.prepare_source(read_image(args.source))
         _save_image(animator.animate_fit(source, apply_edit(source.fit, EditSpec(frontalize=True))).frames, Path(args.output))
         print(f"wrote {args.output}")
-    finally:
-        animator.close()
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
+    from gdpw.common.config import from_args
+    from gdpw.common.crop import crop
     from gdpw.data.video import read_image, read_video
-    from gdpw.pipeline import Animator, crop
+    from gdpw.fit import FaceTracker, TrackConfig
+    from gdpw.flame import HeadConfig
 
     path = Path(args.input)
-    animator = Animator(_config(args))
-    try:
+    flame = from_args(HeadConfig, args).load()
+    with FaceTracker(flame, from_args(TrackConfig, args)) as tracker:
         if _is_image(path):
-            source = animator.prepare_source(read_image(path))
-            fit, crop_img = source.fit, source.crop
+            first = read_image(path)
+            track = tracker.fit_image(first)
         else:
             frames, info = read_video(path, args.max_frames)
-            fit, box = animator.fit_driving(list(frames), info.fps)
-            crop_img = crop(frames[0], box, animator.size)
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, **fit.to_numpy(), landmark_error=fit.landmark_error.numpy())
-        print(f"wrote {out}: {len(fit)} frame(s), landmark RMS {fit.landmark_error.mean():.4f} (NDC)")
-        if args.preview:
-            _save_preview(animator, fit, crop_img, Path(args.preview))
-            print(f"wrote {args.preview}")
-    finally:
-        animator.close()
+            track, first = tracker.track(list(frames), info.fps), frames[0]
+    fit = track.params
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **fit.to_numpy())
+    print(f"wrote {out}: {len(fit)} frame(s), landmark RMS {float(fit.landmark_error.mean()):.4f} (NDC)")
+    if args.preview:
+        _save_preview(flame, fit, crop(first, track.box, args.preview_size), Path(args.preview))
+        print(f"wrote {args.preview}")
 
 
-def _save_preview(animator, fit, crop_img: np.ndarray, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _save_preview(flame, fit, crop_img: np.ndarray, path: Path) -> None:  # type: ignore[no-untyped-def]
     import torch
 
+    from gdpw.common.images import to_tensor
     from gdpw.render.patterns import render_shaded
     from gdpw.render.visualize import save_png
 
     size = crop_img.shape[0]
-    verts = animator.vertices(fit, [0])
-    world = animator.flame(fit.params([0])).vertices
-    shaded = render_shaded(world, verts, animator.flame.faces, (size, size))[0]
-    img = torch.from_numpy(np.array(crop_img)).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        verts = fit.image_vertices(flame, [0])
+        world = flame(fit.params([0])).vertices
+    shaded = render_shaded(world, verts, flame.faces, (size, size))[0]
+    img = to_tensor(crop_img)
     mask = (shaded.sum(0, keepdim=True) > 0).float()
     overlay = img * (1 - 0.6 * mask) + 0.6 * shaded
     save_png(torch.cat([img, overlay], dim=2), path)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    import torch
-
+    from gdpw.common.images import resize_to_height
     from gdpw.data.synth import SynthConfig, render_clip
     from gdpw.data.video import write_video
-    from gdpw.fit import FlameFit
-    from gdpw.pipeline import AnimateConfig, Animator, EditSpec, source_from_fit, sweep
-    from gdpw.pipeline.animator import resize_to_height
+    from gdpw.pipeline import AnimateConfig, Animator, EditSpec, source_from_fit, sweep, transfer_motion
 
     out = Path(args.output)
     animator = Animator(AnimateConfig(checkpoint=args.checkpoint, paste_back=False))
@@ -243,14 +235,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     src_clip = render_clip(animator.flame, synth, 0, 0)
     drv_clip = render_clip(animator.flame, synth, 1, 1)
 
-    def as_fit(clip, frames) -> FlameFit:  # type: ignore[no-untyped-def]
-        p = {k: torch.from_numpy(v[frames]) for k, v in clip.params.items()}
-        return FlameFit(p["shape"][0], p["expression"], p["global_pose"], p["jaw_pose"], p["eye_pose"],
-                        torch.from_numpy(clip.camera[frames]))
-
-    source = source_from_fit(src_clip.images[0], as_fit(src_clip, [0]))
-    driving = as_fit(drv_clip, list(range(args.frames)))
-    result = animator.animate_fit(source, animator.transfer(source.fit, driving))
+    source = source_from_fit(src_clip.images[0], src_clip.params.select([0]))
+    result = animator.animate_fit(source, transfer_motion(source.fit, drv_clip.params))
     show = 256
     frames = [np.concatenate([resize_to_height(source.image, show), resize_to_height(d, show), resize_to_height(r, show)], axis=1)
               for d, r in zip(drv_clip.images, result.frames)]

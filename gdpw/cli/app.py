@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import argparse
 
+from gdpw.common.config import add_arguments, from_args
+from gdpw.common.errors import MissingAssetError
+from gdpw.pipeline import AnimateConfig
+
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("app", help="web UI: animate and edit portraits in the browser",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   gdpw app                                   # http://127.0.0.1:7860 with the demo generator
-  gdpw app --checkpoint released_neural_codes.pth --flame generic_model.pkl --port 8080""")
+  gdpw app --checkpoint released_neural_codes.pth --flame generic_model.pkl \\
+      --landmark-embedding landmark_embedding.npy --port 8080""")
     p.add_argument("--checkpoint", action="append", default=[], help="extra checkpoints to offer (repeatable)")
-    p.add_argument("--flame", help="FLAME generic_model.pkl (default: the demo head)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
+    add_arguments(p, AnimateConfig, exclude=("checkpoint",))
     p.set_defaults(func=run)
+
+
+def app_config(args: argparse.Namespace) -> AnimateConfig:
+    """The animation options every checkpoint of the page runs with."""
+    return from_args(AnimateConfig, args)
 
 
 def run(args: argparse.Namespace) -> None:
     try:
         import gradio  # noqa: F401
     except ImportError:
-        raise ValueError("the web UI needs Gradio: pip install 'gdpw[app]'") from None
+        raise MissingAssetError("the web UI needs Gradio: pip install 'gdpw[app]'") from None
     from gdpw.app.web import build_app, checkpoint_choices
-    from gdpw.pipeline import AnimateConfig
 
-    app = build_app(checkpoint_choices(args.checkpoint), AnimateConfig(flame=args.flame))
+    app = build_app(checkpoint_choices(args.checkpoint), app_config(args))
     try:
         app.queue().launch(server_name=args.host, server_port=args.port)
     finally:

@@ -6,9 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from gdpw.cli import animate, app, evaluate, preprocess, render, synth, train
+from gdpw.common.errors import (
+    FaceIndexError,
+    FlameModelError,
+    GdpwError,
+    MultipleFacesError,
+    UsageError,
+)
 
 EXAMPLES = """examples:
   gdpw demo                                      # reenactment + editing on the demo head
@@ -19,8 +26,18 @@ EXAMPLES = """examples:
 """
 
 
-class UserError(Exception):
-    """An error with a one-line message for the user (bad input, missing asset)."""
+# what the command line adds to a library error: the flag that fixes it
+HINTS: dict[type[GdpwError], str] = {
+    MultipleFacesError: "choose one with --face-index (0 = largest)",
+    FaceIndexError: "--face-index counts from 0 = the largest face",
+    FlameModelError: "a FLAME model needs --landmark-embedding for landmark fitting; DECA needs --flame generic_model.pkl",
+}
+
+
+def user_message(err: GdpwError | FileNotFoundError) -> str:
+    """The error's line, with the flag that fixes it when there is one."""
+    hint = next((h for cls, h in HINTS.items() if isinstance(err, cls)), None)
+    return f"{err}; {hint}" if hint else str(err)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -62,7 +79,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         finite = bool(torch.isfinite(out.rec_img_d).all())
         print(f"forward {size}x{size}: output {tuple(out.rec_img_d.shape)}, finite={finite}, {secs:.2f} s")
         if not finite:
-            raise UserError("the forward pass produced non-finite values")
+            raise UsageError("the forward pass produced non-finite values")
 
 
 def _add_allow_pickle(p: argparse.ArgumentParser) -> None:
@@ -119,10 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    # gdpw's error classes (CheckpointError, DatasetError, VideoError, FaceDetectionError,
-    # FlameFileError) are ValueErrors carrying one line for the user
-    except (UserError, FileNotFoundError, ValueError) as err:
-        print(f"gdpw {args.command}: error: {err}", file=sys.stderr)
+    # errors users can fix carry one line; anything else is a bug and keeps its traceback
+    except (GdpwError, FileNotFoundError) as err:
+        print(f"gdpw {args.command}: error: {user_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

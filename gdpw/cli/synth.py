@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from gdpw.common.errors import UsageError
+
 EPILOG = """examples:
   gdpw synth -o data/synth                       # 48 identities x 2 clips x 24 frames at 64x64
   gdpw synth -o data/synth128 --size 128 --identities 200 --frames 48"""
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> None:
     from gdpw.data.synth import SynthConfig, write_synth_dataset
 
     if args.heldout >= args.identities:
-        raise ValueError(f"--heldout ({args.heldout}) must be smaller than --identities ({args.identities})")
+        raise UsageError(f"--heldout ({args.heldout}) must be smaller than --identities ({args.identities})")
     cfg = SynthConfig(num_identities=args.identities, clips_per_identity=args.clips, frames_per_clip=args.frames,
                       size=args.size, heldout_identities=args.heldout, seed=args.seed)
     clips = write_synth_dataset(args.output, cfg)

@@ -5,8 +5,11 @@ gdpw format: a folder with ``dataset.json`` and one ``.npz`` shard per clip::
     dataset.json  {"format": "gdpw-dataset", "version": 1, "image_size": 64, "num_verts": 5023,
                    "clips": [{"name", "identity", "split", "frames", "file"}, ...]}
     clips/<name>.npz  images (T, H, W, 3) uint8, verts (T, V, 3) float32 image-space FLAME
-                      vertices, camera (T, 3), and FLAME parameters shape, expression,
-                      global_pose, neck_pose, jaw_pose, eye_pose (T, n)
+                      vertices, and the clip's FLAME parameters (``FlameSequence.to_numpy``:
+                      shape, expression, global_pose, neck_pose, jaw_pose, eye_pose, camera)
+
+``image_size`` and ``num_verts`` are facts of the dataset: training and evaluation read them
+and check the config, the FLAME model and the checkpoint against them.
 
 Shards load independently, so a training set may list folders on several disks (``roots``).
 The official layout (``person/video/clip/%07d_img.jpg`` beside ``%07d_posed_vertx.lz4``) is
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -27,16 +29,12 @@ from typing import Any, Iterable, Protocol, Sequence
 import numpy as np
 import torch
 
-from gdpw.model.checkpoint import _umask
+from gdpw.common.errors import DatasetError
+from gdpw.common.files import atomic_write
+from gdpw.flame import FlameSequence
 
 FORMAT = "gdpw-dataset"
 VERSION = 1
-PARAM_KEYS = ("shape", "expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose")
-
-
-class DatasetError(ValueError):
-    """A dataset folder or shard that cannot be read; one line for users."""
-
 
 @dataclass(frozen=True)
 class ClipInfo:
@@ -47,22 +45,14 @@ class ClipInfo:
     path: Path
 
 
-def write_clip(path: Path, images: np.ndarray, verts: np.ndarray, camera: np.ndarray, params: dict[str, np.ndarray]) -> None:
+def write_clip(path: Path, images: np.ndarray, verts: np.ndarray, params: FlameSequence) -> None:
     """Write one clip shard atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, images=images, verts=verts, camera=camera, **{k: params[k] for k in PARAM_KEYS if k in params})
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path) as fh:
+        np.savez_compressed(fh, images=images, verts=verts, **params.to_numpy())
 
 
 def write_index(root: Path, clips: Sequence[ClipInfo], image_size: int, num_verts: int, extra: dict[str, Any] | None = None) -> None:
+    """Write ``dataset.json`` atomically."""
     index = {
         "format": FORMAT,
         "version": VERSION,
@@ -74,9 +64,8 @@ def write_index(root: Path, clips: Sequence[ClipInfo], image_size: int, num_vert
             for c in clips
         ],
     }
-    tmp = root / "dataset.json.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, root / "dataset.json")
+    with atomic_write(root / "dataset.json") as fh:
+        fh.write(json.dumps(index, indent=1).encode())
 
 
 def read_index(root: str | os.PathLike[str]) -> tuple[dict[str, Any], list[ClipInfo]]:
@@ -116,8 +105,19 @@ def load_clip(path: Path) -> dict[str, np.ndarray]:
     return data
 
 
+def clip_params(data: dict[str, np.ndarray], path: Path) -> FlameSequence:
+    """The FLAME parameters of a loaded shard."""
+    try:
+        return FlameSequence.from_numpy(data)
+    except (KeyError, ValueError) as err:
+        raise DatasetError(f"{path}: no usable FLAME parameters ({err})") from None
+
+
 class ClipSource(Protocol):
     """Where clips come from: gdpw folders or the official layout."""
+
+    image_size: int  # crop side in pixels
+    num_verts: int  # vertices of the FLAME model the clips were fitted with
 
     def clips(self) -> list[ClipInfo]: ...
 
@@ -131,9 +131,14 @@ class GdpwClipSource:
 
     def __init__(self, roots: Sequence[str | os.PathLike[str]], split: str | None = None, cache_size: int = 8) -> None:
         self._clips: list[ClipInfo] = []
+        facts = set()
         for root in roots:
-            _, clips = read_index(root)
+            index, clips = read_index(root)
+            facts.add((index.get("image_size"), index.get("num_verts")))
             self._clips += [c for c in clips if split is None or c.split == split]
+        if len(facts) > 1:
+            raise DatasetError(f"the dataset folders differ in (image size, vertex count): {sorted(facts, key=str)}")
+        self.image_size, self.num_verts = next(iter(facts), (0, 0))
         if not self._clips:
             raise DatasetError(f"no clips of split {split!r} in {', '.join(map(str, roots))}")
         self._cache: dict[Path, dict[str, np.ndarray]] = {}
@@ -175,6 +180,8 @@ class OfficialClipSource:
         if not clips:
             raise DatasetError(f"no clips with at least two frames under {self.root}")
         self._clips = clips
+        images, verts = self.frames(clips[0], [0])
+        self.image_size, self.num_verts = int(images.shape[1]), int(verts.shape[1])
 
     def clips(self) -> list[ClipInfo]:
         return self._clips

@@ -1,9 +1,9 @@
 """Videos (VoxCeleb or any talking-head footage) to a gdpw dataset: crops, FLAME fits, shards.
 
-Each video becomes one clip shard: frames cropped with one box per clip (from its first detected
-face, the same recipe as ``gdpw animate``), resized to ``size``, and tracked with the FLAME fitter;
-the shard stores the crops, the fitted parameters, the orthographic cameras and the image-space
-vertices. Identities are the videos' grandparent folders (VoxCeleb's ``id/video/clip.mp4``) or
+Each video becomes one clip shard: tracked by ``gdpw.fit.FaceTracker`` (one crop box per clip,
+from its first detected face, the same recipe as ``gdpw animate``), cropped to ``size``; the
+shard stores the crops, the fitted parameters with their orthographic cameras and the
+image-space vertices. Identities are the videos' grandparent folders (VoxCeleb's ``id/video/clip.mp4``) or
 their parent folders. Shards already written are skipped, so a run resumes; videos are spread
 over worker processes. A video that fails is reported and skipped.
 """
@@ -17,6 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gdpw.common.config import flat
+from gdpw.common.errors import VideoError
+from gdpw.fit import TrackConfig
+from gdpw.flame import HeadConfig
+
 from .dataset import ClipInfo, write_clip, write_index
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -24,11 +29,11 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    size: int = 256
-    max_frames: int = 300
-    crop_scale: float = 2.5
+    size: int = 256  # crop side in pixels
+    max_frames: int = 300  # frames read per video
     heldout: tuple[str, ...] = ()  # identities for the 'test' split
-    flame: str | None = None
+    head: HeadConfig = flat(HeadConfig)
+    track: TrackConfig = flat(TrackConfig)
 
 
 def find_videos(root: Path) -> list[Path]:
@@ -47,31 +52,20 @@ def process_video(video: Path, shard: Path, cfg: PreprocessConfig) -> int:
     """Crop, fit and write one video; returns its frame count."""
     import torch
 
-    from gdpw.pipeline import AnimateConfig, Animator, crop
+    from gdpw.common.crop import crop
+    from gdpw.fit import FaceTracker
 
     from .video import read_video
 
     frames, info = read_video(video, cfg.max_frames)
-    animator = Animator(AnimateConfig(flame=cfg.flame, crop_scale=cfg.crop_scale))
-    try:
-        fit, box = animator.fit_driving(list(frames), info.fps)
-    finally:
-        animator.close()
-    crops = np.stack([crop(f, box, cfg.size) for f in frames])
+    flame = cfg.head.load()
+    with FaceTracker(flame, cfg.track) as tracker:
+        track = tracker.track(list(frames), info.fps)
+    crops = np.stack([crop(f, track.box, cfg.size) for f in frames])
     with torch.no_grad():
-        verts = animator.vertices(fit, list(range(len(fit)))).cpu().numpy()
-    p = fit.to_numpy()
-    n = len(fit)
-    params = {
-        "shape": np.repeat(p["shape"][None], n, 0),
-        "expression": p["expression"],
-        "global_pose": p["global_pose"],
-        "neck_pose": np.zeros((n, 3), np.float32),
-        "jaw_pose": p["jaw_pose"],
-        "eye_pose": p["eye_pose"],
-    }
-    write_clip(shard, crops, verts.astype(np.float32), p["camera"], params)
-    return n
+        verts = track.params.image_vertices(flame).numpy()
+    write_clip(shard, crops, verts.astype(np.float32), track.params)
+    return len(track.params)
 
 
 def _job(args: tuple[Path, Path, PreprocessConfig]) -> tuple[Path, int, str | None]:
@@ -91,8 +85,9 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
     src, out = Path(src), Path(out)
     videos = find_videos(src) if src.is_dir() else [src]
     if not videos:
-        raise ValueError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {src}")
+        raise VideoError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {src}")
     root = src if src.is_dir() else src.parent
+    num_verts = _preflight(cfg)
     todo, clips, errors = [], [], []
     for v in videos:
         identity, name = clip_name(v, root)
@@ -110,11 +105,17 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
             errors.append(f"{video}: {err}")
         else:
             clips.append(replace(infos[video], frames=n))
-    write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, _num_verts(cfg))
+    write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, num_verts)
     return clips, errors
 
 
-def _num_verts(cfg: PreprocessConfig) -> int:
-    from gdpw.flame import load_flame, resolve_flame_path
+def _preflight(cfg: PreprocessConfig) -> int:
+    """Fail before the first video for what would fail on every one (no landmark embedding, no
+    DECA model); the FLAME model's vertex count."""
+    from gdpw.fit import FaceTracker
 
-    return load_flame(resolve_flame_path(cfg.flame)).num_verts
+    flame = cfg.head.load()
+    with FaceTracker(flame, cfg.track) as tracker:
+        if cfg.track.fitter == "landmarks":
+            _ = tracker.fitter
+    return flame.num_verts

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gdpw.flame import FLAME, FlameParams, orthographic
-from gdpw.flame.demo_head import smoothstep
+from gdpw.flame import FLAME, FlameParams, FlameSequence, orthographic
 from gdpw.render import rasterize
 from gdpw.render.patterns import vertex_normals
 from gdpw.render.rasterizer import interpolate
@@ -60,8 +59,12 @@ class Clip:
 
     images: np.ndarray  # (T, H, W, 3) uint8
     verts: np.ndarray  # (T, V, 3) image-space FLAME vertices (NDC x right, y down; depth)
-    camera: np.ndarray  # (T, 3) orthographic [scale, tx, ty]
-    params: dict[str, np.ndarray]  # shape, expression, global_pose, neck_pose, jaw_pose, eye_pose
+    params: FlameSequence  # the FLAME parameters and orthographic cameras that made the frames
+
+
+def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
 
 
 def _rng(cfg: SynthConfig, *keys: int) -> np.random.Generator:
@@ -222,7 +225,8 @@ def render_clip(flame: FLAME, cfg: SynthConfig, identity: int, clip: int) -> Cli
         img = F.avg_pool2d(img, cfg.supersample)
         images = (img.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
         verts = orthographic(verts_world, cam).numpy()
-    return Clip(images, verts.astype(np.float32), camera.astype(np.float32), {k: v.astype(np.float32) for k, v in params.items()})
+    seq = FlameSequence.from_numpy({**params, "camera": camera})
+    return Clip(images, verts.astype(np.float32), seq)
 
 
 def write_synth_dataset(root: str | Path, cfg: SynthConfig, flame: FLAME | None = None, progress: bool = True) -> list:
@@ -241,7 +245,7 @@ def write_synth_dataset(root: str | Path, cfg: SynthConfig, flame: FLAME | None 
         path = root / "clips" / f"{name}.npz"
         if not path.exists():
             clip = render_clip(flame, cfg, i, c)
-            write_clip(path, clip.images, clip.verts, clip.camera, clip.params)
+            write_clip(path, clip.images, clip.verts, clip.params)
         clips.append(ClipInfo(name, f"id{i:04d}", split, cfg.frames_per_clip, path))
     write_index(root, clips, cfg.size, flame.num_verts, {"synth": asdict(cfg), "fps": cfg.fps})
     return clips

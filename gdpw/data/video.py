@@ -10,9 +10,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-
-class VideoError(ValueError):
-    """An unreadable, empty or unwritable video; one line for users."""
+from gdpw.common.errors import VideoError
 
 
 @dataclass

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gdpw.common.errors import MissingAssetError
+
 DETECT_SIZE = 256
 
 
@@ -60,10 +62,10 @@ class IdentityEmbedder:
         try:
             import dlib
         except ImportError:
-            raise RuntimeError("CSIM needs dlib: pip install dlib-bin face_recognition_models") from None
+            raise MissingAssetError("CSIM needs dlib: pip install dlib-bin face_recognition_models") from None
         spec = importlib.util.find_spec("face_recognition_models")
         if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("CSIM needs the face_recognition_models package (dlib's model files)")
+            raise MissingAssetError("CSIM needs the face_recognition_models package (dlib's model files)")
         models = Path(list(spec.submodule_search_locations)[0]) / "models"
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
@@ -90,3 +92,16 @@ def csim(embedder: IdentityEmbedder, a: torch.Tensor, b: torch.Tensor) -> float 
 
 def fid_weights_path(explicit: str | None) -> Path:
     return Path(explicit or os.environ.get("GDPW_FID_WEIGHTS", "weights/pt_inception-2015-12-05-6726825d.pth"))
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets (N, D) and (M, D)."""
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    # trace of sqrt(cov_a cov_b) from the eigenvalues of sqrt(cov_a) cov_b sqrt(cov_a)
+    ev_a, vec_a = torch.linalg.eigh(cov_a)
+    sqrt_a = vec_a @ torch.diag(ev_a.clamp_min(0).sqrt()) @ vec_a.T
+    middle = sqrt_a @ cov_b @ sqrt_a
+    tr_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    return float(((mu_a - mu_b) ** 2).sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt)

@@ -23,20 +23,44 @@ from typing import Callable
 import numpy as np
 import torch
 
+from gdpw.common.config import flat
+from gdpw.common.errors import CheckpointError, DatasetError, FlameModelError, GdpwError, MissingAssetError
+from gdpw.common.images import to_tensor
 from gdpw.data import GdpwClipSource
-from gdpw.data.dataset import ClipInfo, load_clip
-from gdpw.flame import FLAME, FlameParams, orthographic
-from gdpw.model import Generator
+from gdpw.data.dataset import ClipInfo, clip_params, load_clip, read_index
+from gdpw.flame import FLAME, HeadConfig
+from gdpw.model import GuidedGenerator
 from gdpw.model.warp import backward_warp
 from gdpw.render import render_guidance
 
-from .metrics import IdentityEmbedder, csim, fid_weights_path, l1, psnr, ssim, to_uint8_upscaled
+from .metrics import IdentityEmbedder, csim, fid_weights_path, frechet_distance, l1, psnr, ssim, to_uint8_upscaled
 
 SAME_COLUMNS = ("L1", "PSNR", "SSIM", "FID", "CSIM", "AKD", "AED", "APD")
 CROSS_COLUMNS = ("FID", "CSIM", "AED", "APD")
 LOWER_IS_BETTER = {"L1", "FID", "AKD", "AED", "APD"}
 
 Method = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_pairs: int = 64  # pairs per setting
+    fid_weights: str | None = None  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or GDPW_FID_WEIGHTS)
+    baselines: bool = True  # add the unwarped and the displacement-warped source as rows
+    face_metrics: bool = True  # CSIM, AKD, AED and APD (need dlib and MediaPipe)
+    head: HeadConfig = flat(HeadConfig)  # the FLAME model the dataset was fitted with
+
+
+def check_dataset(root: str, flame: FLAME, image_sizes: dict[str, int]) -> None:
+    """The dataset's vertex count against the FLAME model, its crop size against each checkpoint's."""
+    index, _ = read_index(root)
+    if index.get("num_verts") != flame.num_verts:
+        raise DatasetError(f"{root} was fitted with a {index.get('num_verts')}-vertex model but the FLAME model has "
+                           f"{flame.num_verts}; evaluate with the FLAME model it was made with")
+    for name, size in image_sizes.items():
+        if size != index.get("image_size"):
+            raise CheckpointError(f"{name} was trained on {size}-pixel crops but {root} holds "
+                                  f"{index.get('image_size')}-pixel crops")
 
 
 @dataclass
@@ -88,7 +112,7 @@ def _fmt(v: float | None) -> str:
 
 def _frames(src: GdpwClipSource, clip: ClipInfo, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     images, verts = src.frames(clip, ids)
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(verts)
+    return to_tensor(images), torch.from_numpy(verts)
 
 
 def same_identity_pairs(root: str, max_pairs: int, stride: int = 3) -> Pairs:
@@ -117,18 +141,15 @@ def cross_identity_pairs(root: str, flame: FLAME, max_pairs: int) -> Pairs:
         drv_clip = by_id[ids[(k + 1) % len(ids)]]
         if drv_clip.identity == ident:
             continue
-        src_data, drv_data = load_clip(by_id[ident].path), load_clip(drv_clip.path)
-        if "shape" not in src_data or "expression" not in drv_data:
-            raise ValueError("cross-identity evaluation needs FLAME parameters in the shards")
-        for t in range(0, drv_clip.frames, 2):
-            p = FlameParams(
-                shape=torch.from_numpy(src_data["shape"][:1]).float(),
-                **{key: torch.from_numpy(drv_data[key][t : t + 1]).float() for key in ("expression", "global_pose", "neck_pose", "jaw_pose", "eye_pose")},
-            )
-            with torch.no_grad():
-                v = orthographic(flame(p).vertices, torch.from_numpy(drv_data["camera"][t : t + 1]).float())[0]
-            s_img.append(torch.from_numpy(src_data["images"][0]).permute(2, 0, 1).float() / 255)
-            d_img.append(torch.from_numpy(drv_data["images"][t]).permute(2, 0, 1).float() / 255)
+        src_path, drv_path = by_id[ident].path, drv_clip.path
+        src_data, drv_data = load_clip(src_path), load_clip(drv_path)
+        shape = clip_params(src_data, src_path).shape
+        frames = list(range(0, drv_clip.frames, 2))
+        with torch.no_grad():  # the source's identity with the driver's motion and camera
+            verts = clip_params(drv_data, drv_path).select(frames).replace(shape=shape).image_vertices(flame)
+        for t, v in zip(frames, verts):
+            s_img.append(to_tensor(src_data["images"][0]))
+            d_img.append(to_tensor(drv_data["images"][t]))
             s_v.append(torch.from_numpy(src_data["verts"][0]))
             d_v.append(v)
     n = min(max_pairs, len(s_img))
@@ -136,13 +157,11 @@ def cross_identity_pairs(root: str, flame: FLAME, max_pairs: int) -> Pairs:
     return Pairs(*(torch.stack([x[i] for i in pick]) for x in (s_img, d_img, s_v, d_v)))
 
 
-def generator_method(gen: Generator, faces: torch.Tensor) -> Method:
+def generator_method(guided: GuidedGenerator) -> Method:
     @torch.no_grad()
     def run(img_s: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        gen.eval()
-        size = (img_s.shape[2], img_s.shape[3])
-        pat = render_guidance(batch["verts_s"], batch["verts_d"], faces, size, gen.embeds if gen.cfg.uses_codes else None)
-        return gen(img_s, pat.geom_disp, pat.codes_s, pat.codes_d).rec_img_d.clamp(0, 1)
+        guided.network.eval()
+        return guided(img_s, batch["verts_s"], batch["verts_d"]).rec_img_d.clamp(0, 1)
 
     return run
 
@@ -177,7 +196,7 @@ class FaceMetrics:
         try:
             self.embedder = IdentityEmbedder()
             networks["CSIM"] = IdentityEmbedder.network
-        except RuntimeError as err:
+        except MissingAssetError as err:
             networks["CSIM"] = f"unavailable: {err}"
         self.detector = None
         try:
@@ -193,7 +212,7 @@ class FaceMetrics:
         self.fitter: LandmarkFitter | None = None
         try:
             self.fitter = LandmarkFitter(flame, FitConfig(iterations=200))
-        except ValueError as err:  # a FLAME model without a landmark embedding
+        except FlameModelError as err:  # a FLAME model without a landmark embedding
             if self.detector is not None:
                 networks["AED/APD"] = f"unavailable: {err}"
         self._cache: dict[int, tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None] | None] = {}
@@ -256,7 +275,7 @@ def evaluate(
     grid_path: Path | None = None,
 ) -> Report:
     """Run ``methods`` on the test split of ``root``; ``flame`` is the model the dataset was fitted with."""
-    from .inception import FIDInceptionV3, frechet_distance
+    from gdpw.backbones import FIDInceptionV3
 
     report = Report()
     same = same_identity_pairs(root, max_pairs)
@@ -266,7 +285,7 @@ def evaluate(
     try:
         fid_net = FIDInceptionV3.from_file(fid_weights_path(fid_weights))
         report.networks["FID"] = "InceptionV3 pool3, pytorch-fid weights"
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, GdpwError) as err:
         report.networks["FID"] = f"unavailable: {err}"
     report.networks["L1/PSNR/SSIM"] = "pixels in [0, 1]; SSIM with an 11x11 Gaussian window"
     report.networks["LPIPS"] = "unavailable: no LPIPS weights ship offline (not computed)"

@@ -1,15 +1,18 @@
-"""Face fitting: landmark detection, cropping and FLAME fitting."""
+"""Tracking: landmark detection, crop boxes, FLAME fitting (landmarks or DECA) and smoothing."""
 
-from .detect import FaceDetectionError, FaceLandmarks, MediaPipeDetector, pick_face
-from .fitter import FitConfig, FlameFit, LandmarkFitter, OneEuroFilter
+from .detect import FaceLandmarks, MediaPipeDetector, pick_face
+from .fitter import FitConfig, LandmarkFitter, OneEuroFilter, smooth_fit
+from .tracker import FaceTracker, Track, TrackConfig
 
 __all__ = [
-    "FaceDetectionError",
     "FaceLandmarks",
+    "FaceTracker",
     "FitConfig",
-    "FlameFit",
     "LandmarkFitter",
     "MediaPipeDetector",
     "OneEuroFilter",
+    "Track",
+    "TrackConfig",
     "pick_face",
+    "smooth_fit",
 ]

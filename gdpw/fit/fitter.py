@@ -8,12 +8,14 @@ with a temporal term between consecutive frames, and smooths the result with a O
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.common.errors import FlameModelError
+from gdpw.flame import FLAME, FlameSequence, orthographic
+from gdpw.flame.sequence import FRAME_FIELDS
 from gdpw.flame.lbs import lbs
 
 JAW_CONTOUR = slice(0, 17)
@@ -21,54 +23,21 @@ JAW_CONTOUR = slice(0, 17)
 
 @dataclass(frozen=True)
 class FitConfig:
-    iterations: int = 400  # per image, and for the key frames of a video
+    """The landmark fitter's optimisation (Adam on the reprojection error with Gaussian priors) and smoothing."""
+
+    iterations: int = 400  # Adam steps per image, per key-frame fit and per window of a video
     track_window: int = 128  # video frames fitted together
-    key_frames: int = 6
-    lr: float = 0.1
-    shape_prior: float = 1e-5  # landmark errors are in NDC: priors stay small beside them
-    expression_prior: float = 1e-5
-    jaw_prior: float = 3e-5
-    eye_prior: float = 3e-5
-    temporal: float = 1e-4
-    contour_weight: float = 0.5
-    iris_weight: float = 1.0
-    smooth_min_cutoff: float = 1.5  # One-Euro filter (Hz); 0 disables smoothing
-    smooth_beta: float = 0.3
-
-
-@dataclass
-class FlameFit:
-    """FLAME parameters and cameras of T frames of one person (shape shared)."""
-
-    shape: torch.Tensor  # (n_shape,)
-    expression: torch.Tensor  # (T, n_exp)
-    global_pose: torch.Tensor  # (T, 3)
-    jaw_pose: torch.Tensor  # (T, 3)
-    eye_pose: torch.Tensor  # (T, 6)
-    camera: torch.Tensor  # (T, 3) orthographic [scale, tx, ty]
-    landmark_error: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # (T,) RMS error in NDC
-
-    def __len__(self) -> int:
-        return int(self.camera.shape[0])
-
-    def params(self, idx: slice | list[int] | None = None) -> FlameParams:
-        sel = slice(None) if idx is None else idx
-        n = len(self) if idx is None else len(range(len(self))[sel]) if isinstance(sel, slice) else len(sel)
-        return FlameParams(
-            shape=self.shape.expand(n, -1),
-            expression=self.expression[sel],
-            global_pose=self.global_pose[sel],
-            jaw_pose=self.jaw_pose[sel],
-            eye_pose=self.eye_pose[sel],
-        )
-
-    def image_vertices(self, flame: FLAME, idx: slice | list[int] | None = None) -> torch.Tensor:
-        """(n, V, 3) image-space vertices of frames ``idx``."""
-        sel = slice(None) if idx is None else idx
-        return orthographic(flame(self.params(idx)).vertices, self.camera[sel])
-
-    def to_numpy(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k).detach().cpu().numpy() for k in ("shape", "expression", "global_pose", "jaw_pose", "eye_pose", "camera")}
+    key_frames: int = 6  # frames a video's shape is fitted on
+    lr: float = 0.1  # Adam learning rate
+    shape_prior: float = 1e-5  # weight of the shape prior (landmark errors are in NDC: priors stay small)
+    expression_prior: float = 1e-5  # weight of the expression prior
+    jaw_prior: float = 3e-5  # weight of the jaw-pose prior
+    eye_prior: float = 3e-5  # weight of the eye-pose prior
+    temporal: float = 1e-4  # weight of the difference between consecutive video frames
+    contour_weight: float = 0.5  # weight of the 17 jaw-contour landmarks
+    iris_weight: float = 1.0  # weight of the iris centres (gaze)
+    smooth_min_cutoff: float = 1.5  # One-Euro filter cutoff (Hz); 0 disables smoothing
+    smooth_beta: float = 0.3  # One-Euro filter speed coefficient
 
 
 class OneEuroFilter:
@@ -101,8 +70,8 @@ class LandmarkFitter:
 
     def __init__(self, flame: FLAME, cfg: FitConfig | None = None) -> None:
         if flame.lmk_faces_idx is None or flame.lmk_bary_coords is None:
-            raise ValueError("landmark fitting needs a 68-point landmark embedding: the demo head has one; for FLAME "
-                             "pass --landmark-embedding (DECA's landmark_embedding.npy or FLAME's static embedding)")
+            raise FlameModelError("landmark fitting needs a 68-point landmark embedding: the demo head has one; a FLAME "
+                                  "model needs one given beside it (DECA's landmark_embedding.npy or FLAME's static embedding)")
         self.flame = flame
         self.cfg = cfg or FitConfig()
         corners = flame.faces[flame.lmk_faces_idx]  # (68, 3)
@@ -216,20 +185,20 @@ class LandmarkFitter:
         return torch.cat([scale, vars["trans"] / scale], 1)
 
     @classmethod
-    def _fit_from(cls, vars: dict[str, torch.Tensor], rms: torch.Tensor) -> FlameFit:
-        cam = cls._camera(vars)
-        return FlameFit(vars["shape"].detach(), vars["expression"].detach(), vars["global_pose"].detach(),
-                        vars["jaw_pose"].detach(), vars["eye_pose"].detach(), cam.detach(), rms)
+    def _fit_from(cls, vars: dict[str, torch.Tensor], rms: torch.Tensor) -> FlameSequence:
+        return FlameSequence(vars["shape"].detach(), vars["expression"].detach(), vars["global_pose"].detach(),
+                             vars["jaw_pose"].detach(), vars["eye_pose"].detach(), cls._camera(vars).detach(),
+                             landmark_error=rms)
 
     # -- public ------------------------------------------------------------------------------
-    def fit(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None) -> FlameFit:
+    def fit(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None) -> FlameSequence:
         """Fit frames (T, 68, 2) jointly (one shared shape); ``shape`` given keeps it fixed."""
         vars = self._new_vars(lmk, shape)
         rms = self._optimise(vars, lmk, iris, self.cfg.iterations, fixed=("shape",) if shape is not None else ())
         return self._fit_from(vars, rms)
 
     def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, fps: float = 25.0,
-              shape: torch.Tensor | None = None, progress: bool = False) -> FlameFit:
+              shape: torch.Tensor | None = None, progress: bool = False) -> FlameSequence:
         """Fit a video (T, 68, 2): shape on key frames (unless given), then the frames in windows.
 
         The frames of a window are fitted together (batched: a window costs about what one frame
@@ -242,7 +211,7 @@ class LandmarkFitter:
         if shape is None:
             keys = np.unique(np.linspace(0, t - 1, min(self.cfg.key_frames, t)).round().astype(int)).tolist()
             shape = self.fit(lmk[keys], None if iris is None else iris[keys]).shape
-        frames: list[FlameFit] = []
+        frames: list[FlameSequence] = []
         prev: dict[str, torch.Tensor] | None = None
         windows = range(0, t, self.cfg.track_window)
         for start in tqdm(windows, desc="track", unit="window", disable=not progress):
@@ -252,16 +221,13 @@ class LandmarkFitter:
                                  fixed=("shape",), temporal=True, prev=prev)
             frames.append(self._fit_from(vars, rms))
             prev = vars
-        fit = FlameFit(shape, *(torch.cat([getattr(f, k) for f in frames]) for k in
-                                ("expression", "global_pose", "jaw_pose", "eye_pose", "camera", "landmark_error")))
-        return smooth_fit(fit, fps, self.cfg)
+        return smooth_fit(FlameSequence.cat(frames), fps, self.cfg)
 
 
-def smooth_fit(fit: FlameFit, fps: float, cfg: FitConfig) -> FlameFit:
-    """``fit`` with its per-frame parameters and cameras One-Euro filtered over time, in place
+def smooth_fit(fit: FlameSequence, fps: float, cfg: FitConfig) -> FlameSequence:
+    """``fit`` with its per-frame parameters and cameras One-Euro filtered over time
     (unchanged for two frames or fewer, or when ``cfg.smooth_min_cutoff`` is 0)."""
-    if cfg.smooth_min_cutoff > 0 and len(fit) > 2:
-        smooth = OneEuroFilter(fps, cfg.smooth_min_cutoff, cfg.smooth_beta)
-        for k in ("expression", "global_pose", "jaw_pose", "eye_pose", "camera"):
-            setattr(fit, k, smooth(getattr(fit, k)))
-    return fit
+    if cfg.smooth_min_cutoff <= 0 or len(fit) <= 2:
+        return fit
+    smooth = OneEuroFilter(fps, cfg.smooth_min_cutoff, cfg.smooth_beta)
+    return fit.replace(**{k: smooth(getattr(fit, k)) for k in FRAME_FIELDS})

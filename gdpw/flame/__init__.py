@@ -1,8 +1,9 @@
 """FLAME head model: file loading, the layer, cameras and the built-in demo head."""
 
 from .camera import orthographic, perspective
-from .flame import DEMO_HEAD, FLAME, FlameOutput, FlameParams, resolve_flame_path
+from .flame import DEMO_HEAD, FLAME, FlameOutput, FlameParams, HeadConfig, resolve_flame_path
 from .io import FlameData, FlameFileError, load_flame, load_landmark_embedding
+from .sequence import FlameSequence
 
 __all__ = [
     "DEMO_HEAD",
@@ -11,6 +12,8 @@ __all__ = [
     "FlameFileError",
     "FlameOutput",
     "FlameParams",
+    "FlameSequence",
+    "HeadConfig",
     "load_flame",
     "load_landmark_embedding",
     "orthographic",

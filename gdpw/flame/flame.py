@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import FlameData, load_flame
+from .io import FlameData, load_flame, load_landmark_embedding
 from .lbs import lbs
 
 DEMO_HEAD = Path(__file__).resolve().parents[1] / "assets" / "demo_head.npz"
@@ -130,3 +130,15 @@ class FLAME(nn.Module):
         """Points on the mesh given by triangle ids and barycentric coordinates: (B, L, 3)."""
         tri = verts[:, self.faces[faces_idx]]  # (B, L, 3 corners, 3)
         return (tri * bary[None, :, :, None]).sum(dim=2)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Which head model: shared by every command that fits, renders or evaluates."""
+
+    flame: str | None = None  # FLAME generic_model.pkl (2020/2023); default: the built-in demo head
+    landmark_embedding: str | None = None  # 68-point landmark embedding for FLAME (DECA's landmark_embedding.npy, ...)
+
+    def load(self) -> FLAME:
+        embedding = load_landmark_embedding(self.landmark_embedding) if self.landmark_embedding else None
+        return FLAME(self.flame, landmark_embedding=embedding)

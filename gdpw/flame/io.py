@@ -19,11 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from gdpw.common.errors import FlameFileError
+
 FLAME_SHAPE_COMPONENTS = 300  # FLAME files: the first 300 blendshapes are identity, the rest expression
-
-
-class FlameFileError(ValueError):
-    """A FLAME file that cannot be used; the message is one line for users."""
 
 
 class _ChumpyStandIn:
@@ -158,7 +156,7 @@ def load_flame(path: str | os.PathLike[str]) -> FlameData:
     if not path.is_file():
         raise FlameFileError(
             f"FLAME model not found: {path} (download generic_model.pkl from the FLAME website, "
-            "or omit --flame to use the built-in demo head)"
+            "or use the built-in demo head)"
         )
     raw = _read_raw(path)
     for key in _REQUIRED:

@@ -3,6 +3,7 @@
 from .config import GUIDANCES, DiscriminatorConfig, GeneratorConfig
 from .discriminator import MultiScaleDiscriminator, PatchDiscriminator
 from .generator import Generator, GeneratorOutput, SourceEncoding
+from .guided import GuidedGenerator
 from .warp import backward_warp
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "GeneratorConfig",
     "Generator",
     "GeneratorOutput",
+    "GuidedGenerator",
     "MultiScaleDiscriminator",
     "PatchDiscriminator",
     "SourceEncoding",

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from gdpw.common.errors import CheckpointError
+from gdpw.common.files import atomic_write
 
 from .config import FLOW_CHANNELS, DiscriminatorConfig, GeneratorConfig
 from .discriminator import MultiScaleDiscriminator
@@ -32,10 +34,6 @@ FORMAT = "gdpw"
 VERSION = 1
 # Keys of the released generator that gdpw does not keep: the FLAME faces live in gdpw.flame.
 OFFICIAL_DROPPED_KEYS = ("mesh_renderer.tri",)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used; the message is one line meant for users."""
 
 
 @dataclass
@@ -214,28 +212,10 @@ def load_checkpoint(path: str | os.PathLike[str], allow_pickle: bool = False) ->
     return checkpoint_from_official(raw)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename.
-
-    ``extra`` entries (a trainer's state, say) are stored beside the checkpoint's own.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({**ckpt.to_dict(), **(extra or {})}, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes files private; use the usual mode
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write atomically. ``extra`` entries (a trainer's state, say) are stored beside the checkpoint's own."""
+    with atomic_write(path) as fh:
+        torch.save({**ckpt.to_dict(), **(extra or {})}, fh)
 
 
 def convert_official(src: str | os.PathLike[str], dst: str | os.PathLike[str], allow_pickle: bool = False) -> Checkpoint:

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from .warp import WARP_CONVENTIONS, WarpConvention
+from gdpw.common.config import from_dict, to_dict, validate
+from gdpw.common.errors import ConfigError
+
+from .warp import WarpConvention
 
 Guidance = Literal["neural_codes", "geom_disp", "both"]
 GUIDANCES: tuple[str, ...] = ("neural_codes", "geom_disp", "both")
 FLOW_CHANNELS = 2
-
-
-def _known_keys(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``data``; raises if it names a field ``cls`` does not have."""
-    unknown = set(data) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-    return dict(data)
 
 
 @dataclass(frozen=True)
@@ -42,12 +37,9 @@ class GeneratorConfig:
     warp_convention: WarpConvention = "official"
 
     def __post_init__(self) -> None:
-        if self.guidance not in GUIDANCES:
-            raise ValueError(f"guidance must be one of {GUIDANCES}, got {self.guidance!r}")
-        if self.warp_convention not in WARP_CONVENTIONS:
-            raise ValueError(f"warp_convention must be one of {WARP_CONVENTIONS}, got {self.warp_convention!r}")
+        validate(self)
         if self.num_levels < 2:
-            raise ValueError(f"num_levels must be at least 2, got {self.num_levels}")
+            raise ConfigError(f"num_levels must be at least 2, got {self.num_levels}")
 
     @property
     def uses_codes(self) -> bool:
@@ -75,11 +67,11 @@ class GeneratorConfig:
         return min(self.max_chns, max(int(self.base_chns * self.shrink_ratio * stride), 16))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
-        return cls(**_known_keys(cls, data))
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        return from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -99,13 +91,8 @@ class DiscriminatorConfig:
         return [self.in_chns] + [min(nf * 2**i, self.max_chns) for i in range(self.num_blocks)]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["scales"] = list(self.scales)
-        return d
+        return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DiscriminatorConfig":
-        data = _known_keys(cls, data)
-        if "scales" in data:
-            data["scales"] = tuple(data["scales"])
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> DiscriminatorConfig:
+        return from_dict(cls, data)

@@ -1,7 +1,8 @@
-"""Inference pipeline: crop, fit, transfer, render, generate, paste back; edits."""
+"""Inference pipeline: track, transfer motion, render and generate, paste back; edits."""
 
-from .animator import AnimateConfig, AnimationResult, Animator, Source, source_from_fit
-from .crop import CropBox, crop, crop_box, paste_back
+from gdpw.common.crop import CropBox, crop, crop_box, paste_back
+
+from .animator import AnimateConfig, AnimationResult, Animator, Source, source_from_fit, transfer_motion
 from .edit import EditSpec, apply_edit, parse_components, sweep
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "paste_back",
     "source_from_fit",
     "sweep",
+    "transfer_motion",
 ]

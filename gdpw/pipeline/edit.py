@@ -10,7 +10,9 @@ from typing import Any
 
 import torch
 
-from gdpw.fit import FlameFit
+from gdpw.common.config import from_dict
+from gdpw.common.errors import ConfigError
+from gdpw.flame import FlameSequence
 from gdpw.flame.lbs import batch_rodrigues, euler_to_axis_angle, matrix_to_axis_angle
 
 
@@ -29,21 +31,13 @@ class EditSpec:
     frontalize: bool = False  # start from a frontal head pose
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "EditSpec":
+    def from_json(cls, path: str | Path) -> EditSpec:
         data = json.loads(Path(path).read_text())
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EditSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown edit keys: {sorted(unknown)} (known: {sorted(known)})")
-        data = dict(data)
-        for key in ("expression", "shape"):
-            if key in data:
-                data[key] = {int(k): float(v) for k, v in data[key].items()}
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any]) -> EditSpec:
+        return from_dict(cls, data, what="edit")
 
 
 def parse_components(text: str | None) -> dict[int, float]:
@@ -54,23 +48,23 @@ def parse_components(text: str | None) -> dict[int, float]:
     for item in text.split(","):
         k, sep, v = item.partition("=")
         if not sep:
-            raise ValueError(f"expected INDEX=VALUE, got {item!r}")
+            raise ConfigError(f"expected INDEX=VALUE, got {item!r}")
         out[int(k)] = float(v)
     return out
 
 
-def apply_edit(fit: FlameFit, edit: EditSpec, frame: int = 0) -> FlameFit:
+def apply_edit(fit: FlameSequence, edit: EditSpec, frame: int = 0) -> FlameSequence:
     """A one-frame fit with ``edit`` applied to frame ``frame`` of ``fit``."""
     rad = math.pi / 180
     exp = fit.expression[frame : frame + 1].clone()
     for k, v in edit.expression.items():
         if not 0 <= k < exp.shape[1]:
-            raise ValueError(f"expression component {k} out of range (0..{exp.shape[1] - 1})")
+            raise ConfigError(f"expression component {k} out of range (0..{exp.shape[1] - 1})")
         exp[0, k] = v
     shape = fit.shape.clone()
     for k, v in edit.shape.items():
         if not 0 <= k < shape.shape[0]:
-            raise ValueError(f"shape component {k} out of range (0..{shape.shape[0] - 1})")
+            raise ConfigError(f"shape component {k} out of range (0..{shape.shape[0] - 1})")
         shape[k] = v
     base = torch.zeros(1, 3) if edit.frontalize else fit.global_pose[frame : frame + 1]
     turn = euler_to_axis_angle(torch.tensor([edit.yaw * rad]), torch.tensor([edit.pitch * rad]), torch.tensor([edit.roll * rad]))
@@ -80,15 +74,14 @@ def apply_edit(fit: FlameFit, edit: EditSpec, frame: int = 0) -> FlameFit:
     eye = fit.eye_pose[frame : frame + 1].clone()
     eye[0, [1, 4]] += edit.gaze_x * rad
     eye[0, [0, 3]] += edit.gaze_y * rad
-    return FlameFit(shape, exp, pose, jaw, eye, fit.camera[frame : frame + 1].clone())
+    return fit.select(frame).replace(shape=shape, expression=exp, global_pose=pose, jaw_pose=jaw, eye_pose=eye)
 
 
-def sweep(fit: FlameFit, base: EditSpec, name: str, start: float, stop: float, steps: int) -> FlameFit:
+def sweep(fit: FlameSequence, base: EditSpec, name: str, start: float, stop: float, steps: int) -> FlameSequence:
     """Frames that move edit field ``name`` from ``start`` to ``stop`` and back."""
     if name not in {f.name for f in fields(EditSpec)} or name in ("expression", "shape", "frontalize"):
-        raise ValueError(f"cannot sweep {name!r}; sweep one of yaw, pitch, roll, jaw, gaze_x, gaze_y")
+        raise ConfigError(f"cannot sweep {name!r}; sweep one of yaw, pitch, roll, jaw, gaze_x, gaze_y")
     values = torch.linspace(start, stop, steps).tolist()
     values = values + values[::-1][1:]
     frames = [apply_edit(fit, replace(base, **{name: v})) for v in values]
-    return FlameFit(fit.shape, *(torch.cat([getattr(f, k) for f in frames]) for k in
-                                 ("expression", "global_pose", "jaw_pose", "eye_pose", "camera")))
+    return FlameSequence.cat(frames)

@@ -32,6 +32,32 @@ def displacement_attrs(verts_s: torch.Tensor, verts_d: torch.Tensor) -> torch.Te
     return verts_s[..., :2] - verts_d[..., :2]
 
 
+def render_driving(
+    verts_s: torch.Tensor,
+    verts_d: torch.Tensor,
+    faces: torch.Tensor,
+    size: tuple[int, int],
+    embeds: torch.Tensor | None = None,
+    cull: CullMode = "official",
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The driving pass: displacement field (B, 2, H, W), driving codes (B, D, H, W) when
+    ``embeds`` are given, and the driving mesh's coverage (B, 1, H, W)."""
+    frags_d = rasterize(verts_d, faces, size, cull)
+    attrs_d = displacement_attrs(verts_s, verts_d)
+    if embeds is not None:
+        attrs_d = torch.cat([attrs_d, embeds.to(attrs_d).expand(verts_d.shape[0], -1, -1)], dim=-1)
+    maps_d = interpolate(attrs_d, faces, frags_d)
+    return maps_d[:, :2], (maps_d[:, 2:] if embeds is not None else None), frags_d.mask()
+
+
+def render_source_codes(
+    verts_s: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], embeds: torch.Tensor, cull: CullMode = "official"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source pass: codes (B, D, H, W) on the source mesh and its coverage (B, 1, H, W)."""
+    frags_s = rasterize(verts_s, faces, size, cull)
+    return interpolate(embeds, faces, frags_s), frags_s.mask()
+
+
 def render_guidance(
     verts_s: torch.Tensor,
     verts_d: torch.Tensor,
@@ -41,15 +67,10 @@ def render_guidance(
     cull: CullMode = "official",
 ) -> GuidancePatterns:
     """Both patterns for a batch of source and driving meshes: two rasterisations in all."""
-    frags_d = rasterize(verts_d, faces, size, cull)
+    geom_disp, codes_d, mask_d = render_driving(verts_s, verts_d, faces, size, embeds, cull)
     frags_s = rasterize(verts_s, faces, size, cull)
-    attrs_d = displacement_attrs(verts_s, verts_d)
-    if embeds is not None:
-        attrs_d = torch.cat([attrs_d, embeds.to(attrs_d).expand(verts_d.shape[0], -1, -1)], dim=-1)
-    maps_d = interpolate(attrs_d, faces, frags_d)
     codes_s = interpolate(embeds, faces, frags_s) if embeds is not None else None
-    codes_d = maps_d[:, 2:] if embeds is not None else None
-    return GuidancePatterns(maps_d[:, :2], codes_s, codes_d, frags_s.mask(), frags_d.mask())
+    return GuidancePatterns(geom_disp, codes_s, codes_d, frags_s.mask(), mask_d)
 
 
 def nmfc_colors(template: torch.Tensor) -> torch.Tensor:

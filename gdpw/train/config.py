@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from gdpw.common.config import from_dict, to_dict, validate
+from gdpw.common.errors import ConfigError
 from gdpw.model.config import DiscriminatorConfig, GeneratorConfig
 
 
@@ -19,10 +20,13 @@ class LossConfig:
     perceptual_levels: int = 4
     warp: float = 1.0  # L1 of the source warped by every predicted flow level
     gan: float = 1.0
-    gan_mode: str = "lsgan"  # or "hinge"
+    gan_mode: Literal["lsgan", "hinge"] = "lsgan"
     feature_matching: float = 10.0
     vgg_weights: str | None = None  # torchvision's vgg19-dcbbb9bb.pth
     random_vgg: bool = False  # a randomly initialised VGG (tests only)
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,15 @@ class OptimConfig:
 @dataclass(frozen=True)
 class DataConfig:
     roots: tuple[str, ...] = ("data/synth",)
-    layout: str = "gdpw"  # or "official"
+    layout: Literal["gdpw", "official"] = "gdpw"
     split: str = "train"
     flip_prob: float = 0.5
     jitter: float = 0.1
     hue: float = 0.02
     workers: int = 0
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
@@ -49,11 +56,11 @@ class TrainConfig:
     output: str = "runs/default"
     steps: int = 270_000
     batch_size: int = 8
-    image_size: int = 256
+    image_size: int | None = None  # crop size; None: the dataset's (checked against it when given)
     seed: int = 0
     flame: str | None = None  # FLAME generic_model.pkl; None uses the demo head
-    engine: str = "torch"  # or "accelerate" (multi-GPU / multi-node through HF Accelerate)
-    precision: str = "fp32"  # "bf16" or "fp16" autocast on GPU
+    engine: Literal["torch", "accelerate"] = "torch"  # accelerate: multi-GPU / multi-node through HF Accelerate
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 / fp16: autocast on GPU
     log_every: int = 50
     image_every: int = 1000
     checkpoint_every: int = 1000
@@ -63,15 +70,18 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def __post_init__(self) -> None:
+        validate(self)
+
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return _build(cls, data, "")
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return from_dict(cls, data)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config not found: {path}")
@@ -79,7 +89,7 @@ class TrainConfig:
         for item in overrides or []:
             key, sep, value = item.partition("=")
             if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
+                raise ConfigError(f"an override must be key=value, got {item!r}")
             node = data
             parts = key.split(".")
             for p in parts[:-1]:
@@ -90,29 +100,3 @@ class TrainConfig:
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"config section {where or 'root'} must be a mapping")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(known)
-    if unknown:
-        raise ValueError(f"unknown config keys in {where or 'root'}: {sorted(unknown)}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}{name}.")
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)

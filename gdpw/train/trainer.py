@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from gdpw.common.errors import ConfigError, DatasetError
 from gdpw.data import GdpwClipSource, OfficialClipSource, PairDataset, PairSamplerConfig, mirror_map
 from gdpw.flame import FLAME
-from gdpw.model import Generator, MultiScaleDiscriminator
+from gdpw.model import Generator, GuidedGenerator, MultiScaleDiscriminator
 from gdpw.model.checkpoint import Checkpoint, save_checkpoint
-from gdpw.render import render_guidance
 from gdpw.render.visualize import save_png
 
 from .config import TrainConfig
@@ -91,7 +91,8 @@ class Trainer:
         self.device = self.accel.device if self.accel is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
         self.flame = FLAME(cfg.flame)
-        self.faces = self.flame.faces.to(self.device)
+        self.dataset = self._make_dataset()
+        self.image_size = self._check_facts(self.dataset.source)
         self.gen = Generator(cfg.generator).to(self.device)
         lc = cfg.loss
         self.use_gan = lc.gan > 0 or lc.feature_matching > 0
@@ -108,7 +109,6 @@ class Trainer:
             vgg = VGG19Features() if lc.random_vgg else VGG19Features.from_torchvision_file(lc.vgg_weights or "vgg19-dcbbb9bb.pth")
             self.perceptual = PerceptualLoss(vgg, lc.perceptual_levels).to(self.device)
 
-        self.dataset = self._make_dataset()
         self.step = 0
         self.skipped = 0
         if self.accel is not None:
@@ -119,6 +119,7 @@ class Trainer:
             self.gen, self.opt_g, *rest = self.accel.prepare(self.gen, self.opt_g, *([self.disc, self.opt_d] if self.disc else []))
             if self.disc is not None:
                 self.disc, self.opt_d = rest
+        self.guided = GuidedGenerator(self.gen, self.flame.faces.to(self.device))
         if resume and self.ckpt_path.exists():
             self.load(self.ckpt_path)
 
@@ -126,8 +127,6 @@ class Trainer:
     def _make_accelerator(self) -> Any:
         if self.cfg.engine == "torch":
             return None
-        if self.cfg.engine != "accelerate":
-            raise ValueError(f"engine must be 'torch' or 'accelerate', got {self.cfg.engine!r}")
         try:
             from accelerate import Accelerator
         except ImportError:
@@ -139,14 +138,24 @@ class Trainer:
         dc = self.cfg.data
         if dc.layout == "gdpw":
             source: Any = GdpwClipSource(dc.roots, dc.split)
-        elif dc.layout == "official":
-            source = OfficialClipSource(dc.roots[0], dc.split)
         else:
-            raise ValueError(f"data.layout must be 'gdpw' or 'official', got {dc.layout!r}")
+            source = OfficialClipSource(dc.roots[0], dc.split)
         aug = PairSamplerConfig(flip_prob=dc.flip_prob, jitter=dc.jitter, hue=dc.hue)
         mirror = mirror_map(self.flame.v_template) if dc.flip_prob > 0 else None
         length = self.cfg.steps * self.cfg.batch_size * self.world_size
         return PairDataset(source, length=length, seed=self.cfg.seed, aug=aug, mirror=mirror)
+
+    def _check_facts(self, source: Any) -> int:
+        """The dataset's image size and vertex count against the config and the FLAME model; the image size."""
+        cfg = self.cfg
+        if cfg.image_size is not None and cfg.image_size != source.image_size:
+            raise ConfigError(f"image_size is {cfg.image_size} but the dataset's crops are {source.image_size} pixels")
+        if source.num_verts != self.flame.num_verts:
+            raise DatasetError(f"the dataset was fitted with a {source.num_verts}-vertex model but the FLAME model "
+                               f"has {self.flame.num_verts}; use the FLAME model it was made with")
+        if cfg.generator.uses_codes and cfg.generator.num_verts != self.flame.num_verts:
+            raise ConfigError(f"generator.num_verts is {cfg.generator.num_verts} but the FLAME model has {self.flame.num_verts}")
+        return int(source.image_size)
 
     @property
     def world_size(self) -> int:
@@ -183,16 +192,12 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         lc = self.cfg.loss
-        gen = self.gen
         gen_cfg = self.cfg.generator
         img_s = batch["img_s"].to(self.device)
         img_d = batch["img_d"].to(self.device)
-        size = (img_s.shape[2], img_s.shape[3])
-        embeds = _unwrap(gen).embeds if gen_cfg.uses_codes else None
-        pat = render_guidance(batch["verts_s"].to(self.device), batch["verts_d"].to(self.device), self.faces, size, embeds)
 
         with self._autocast():
-            out = gen(img_s, pat.geom_disp, pat.codes_s, pat.codes_d)
+            out = self.guided(img_s, batch["verts_s"].to(self.device), batch["verts_d"].to(self.device))
             losses: dict[str, torch.Tensor] = {}
             losses["l1"] = (out.rec_img_d - img_d).abs().mean() * lc.l1
             if lc.warp > 0:
@@ -304,7 +309,7 @@ class Trainer:
             self.cfg.discriminator if disc is not None else None,
             {k: v.detach().cpu() for k, v in disc.state_dict().items()} if disc is not None else None,
             self.step,
-            self.cfg.image_size,
+            self.image_size,
         )
 
     def save(self) -> None:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .weights import load_checked, read_weights
+
 FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 
 
@@ -144,17 +146,8 @@ class FIDInceptionV3(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path) -> "FIDInceptionV3":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"FID Inception weights not found: {path} (pytorch-fid's {FID_WEIGHTS})")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = cls()
-        own = net.state_dict()
-        missing = [k for k in own if k not in state]
-        if missing:
-            raise ValueError(f"{path}: not the FID Inception weights (missing {missing[0]!r})")
-        net.load_state_dict({k: state[k] for k in own})
-        return net.eval()
+        state = read_weights(path, "FID Inception weights", f"pytorch-fid's {FID_WEIGHTS}")
+        return load_checked(cls(), state, path, "FID Inception")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) * 2 - 1
@@ -165,16 +158,3 @@ class FIDInceptionV3(nn.Module):
                      "Mixed_7a", "Mixed_7b", "Mixed_7c"):
             x = getattr(self, name)(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
-
-
-def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets (N, D) and (M, D)."""
-    a, b = a.double(), b.double()
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    # trace of sqrt(cov_a cov_b) from the eigenvalues of sqrt(cov_a) cov_b sqrt(cov_a)
-    ev_a, vec_a = torch.linalg.eigh(cov_a)
-    sqrt_a = vec_a @ torch.diag(ev_a.clamp_min(0).sqrt()) @ vec_a.T
-    middle = sqrt_a @ cov_b @ sqrt_a
-    tr_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
-    return float(((mu_a - mu_b) ** 2).sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt)

@@ -6,7 +6,7 @@ FLAME's five joints (global, neck, jaw, left eye, right eye), skinning weights, 
 20 identity and 10 expression blendshapes, per-vertex UVs and a static 68-point landmark
 embedding. Units are metres, like FLAME: x to the subject's left, y up, z out of the face.
 
-    python -m gdpw.flame.demo_head -o gdpw/assets/demo_head.npz
+    python scripts/build_demo_head.py -o gdpw/assets/demo_head.npz
 
 rewrites the shipped file; the build is deterministic.
 """
@@ -367,7 +367,7 @@ def build_demo_head() -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Write gdpw's demo head (FLAME file format, .npz).")
-    parser.add_argument("-o", "--output", default=str(Path(__file__).resolve().parents[1] / "assets" / "demo_head.npz"))
+    parser.add_argument("-o", "--output", default=str(Path(__file__).resolve().parents[1] / "gdpw" / "assets" / "demo_head.npz"))
     args = parser.parse_args()
     arrays = build_demo_head()
     np.savez_compressed(args.output, **arrays)

@@ -1,0 +1,72 @@
+"""A generator together with the mesh it is guided by: image-space vertices in, images out.
+
+``Generator`` takes tensors only (image and rendered guidance maps), as the released network
+does. ``GuidedGenerator`` renders those maps from source and driving vertices with the
+generator's own per-vertex codes, so the animator, the trainer, evaluation and the benchmarks
+all run one piece of code:
+
+    guided = GuidedGenerator(generator, flame.faces)
+    out = guided(img_s, verts_s, verts_d)                       # training, evaluation
+    enc = guided.encode(img_s, verts_s)                         # animation: once per video
+    out = guided.decode(enc, verts_s, verts_d)                  # ... then per batch of frames
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gdpw.render import GuidancePatterns, render_driving, render_guidance, render_source_codes
+
+from .config import GeneratorConfig
+from .generator import Generator, GeneratorOutput, SourceEncoding
+
+
+class GuidedGenerator:
+    """``generator`` (plain, folded or wrapped for distributed training) plus the mesh ``faces`` (F, 3)."""
+
+    def __init__(self, generator: nn.Module, faces: torch.Tensor) -> None:
+        self.generator = generator
+        self.faces = faces
+
+    @property
+    def network(self) -> Generator:
+        """The generator inside a DDP / Accelerate wrapper, if any."""
+        return getattr(self.generator, "module", self.generator)
+
+    @property
+    def cfg(self) -> GeneratorConfig:
+        return self.network.cfg
+
+    @property
+    def embeds(self) -> torch.Tensor | None:
+        """The per-vertex codes the guidance needs, or None."""
+        return self.network.embeds if self.cfg.uses_codes else None
+
+    def guidance(self, verts_s: torch.Tensor, verts_d: torch.Tensor, size: tuple[int, int]) -> GuidancePatterns:
+        """Both guidance patterns of a batch, rendered in float32 whatever autocast says."""
+        with torch.autocast(verts_d.device.type, enabled=False):
+            return render_guidance(verts_s.float(), verts_d.float(), self.faces, size, self.embeds)
+
+    def __call__(self, img_s: torch.Tensor, verts_s: torch.Tensor, verts_d: torch.Tensor) -> GeneratorOutput:
+        """Animate ``img_s`` (B, 3, H, W) into the driving meshes; vertices are (B, V, 3)."""
+        pat = self.guidance(verts_s, verts_d, (img_s.shape[2], img_s.shape[3]))
+        return self.generator(img_s, pat.geom_disp, pat.codes_s, pat.codes_d)
+
+    def encode(self, img_s: torch.Tensor, verts_s: torch.Tensor) -> SourceEncoding:
+        """The source half (once per video): ``img_s`` (1, 3, H, W), ``verts_s`` (1, V, 3)."""
+        codes_s = None
+        if self.embeds is not None:
+            codes_s, _ = render_source_codes(verts_s, self.faces, (img_s.shape[2], img_s.shape[3]), self.embeds)
+        return self.network.encode(img_s, codes_s)
+
+    def driving_guidance(self, verts_s: torch.Tensor, verts_d: torch.Tensor,
+                         size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What ``decode`` needs per frame: the displacement field and the driving codes (or None)."""
+        geom_disp, codes_d, _ = render_driving(verts_s.expand(verts_d.shape[0], -1, -1), verts_d, self.faces, size, self.embeds)
+        return geom_disp, codes_d
+
+    def decode(self, source: SourceEncoding, verts_s: torch.Tensor, verts_d: torch.Tensor) -> GeneratorOutput:
+        """Frames of the driving meshes ``verts_d`` (B, V, 3) from an encoded source (``verts_s`` (1 or B, V, 3))."""
+        size = (source.img_s.shape[2], source.img_s.shape[3])
+        return self.network.decode(source, *self.driving_guidance(verts_s, verts_d, size))
