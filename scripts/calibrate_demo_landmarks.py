@@ -15,11 +15,11 @@ import argparse
 
 import numpy as np
 import torch
+from build_demo_head import IBUG_MIRROR, embed_landmarks
 
 from gdpw.data.synth import SynthConfig, render_clip
 from gdpw.fit import MediaPipeDetector
 from gdpw.flame import FLAME, FlameParams, orthographic
-from build_demo_head import IBUG_MIRROR, embed_landmarks
 
 SIZE = 256
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from gdpw.backbones import FIDInceptionV3
-from gdpw.eval.metrics import frechet_distance
-from gdpw.eval.metrics import l1, psnr, ssim
+from gdpw.eval.metrics import frechet_distance, l1, psnr, ssim
 
 
 def test_pixel_metrics_known_answers() -> None:
@@ -48,7 +47,6 @@ def face_metrics():  # type: ignore[no-untyped-def]
     pytest.importorskip("mediapipe")
     pytest.importorskip("dlib")
     from gdpw.eval.protocol import FaceMetrics
-
     from gdpw.flame import FLAME
 
     networks: dict[str, str] = {}
@@ -109,6 +107,12 @@ def test_evaluate_command_on_a_tiny_split(tmp_path: Path, capsys) -> None:
     rows = (tmp_path / "r" / "results.csv").read_text().splitlines()
     assert rows[0] == "method,setting,metric,value" and len(rows) > 10
     assert (tmp_path / "r" / "grid.png").exists()
+    # a checkpoint trained at another crop size is refused before any work
+    write_synth_dataset(tmp_path / "d32", SynthConfig(num_identities=3, clips_per_identity=1, frames_per_clip=3, size=32,
+                                                      heldout_identities=2, seed=4), progress=False)
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(tmp_path / "d32"), "--no-face-metrics"]) == 2
+    assert "trained on 64-pixel crops" in capsys.readouterr().err
 
 
 def test_flame_without_embedding_reports_aed_apd_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

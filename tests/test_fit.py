@@ -9,8 +9,8 @@ import torch
 from gdpw.data.synth import SynthConfig, render_clip
 from gdpw.fit import FitConfig, LandmarkFitter, OneEuroFilter
 from gdpw.flame import FLAME, FlameParams, orthographic
-from scripts.build_demo_head import IBUG_MIRROR
 from gdpw.flame.lbs import batch_rodrigues, euler_to_axis_angle, matrix_to_axis_angle
+from scripts.build_demo_head import IBUG_MIRROR
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from gdpw.flame import DEMO_HEAD, FLAME, FlameFileError, FlameParams, load_flame, load_landmark_embedding
-from scripts.build_demo_head import build_demo_head
 from gdpw.flame.lbs import batch_rodrigues
+from scripts.build_demo_head import build_demo_head
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def _imitate_official_pickle(path: Path, monkeypatch: pytest.MonkeyPatch) -> dic
             self.x = x
             self._dirty_vars = set()
 
-    class csc_matrix:  # noqa: N801 - the real class name
+    class csc_matrix:
         def __init__(self, dense: np.ndarray) -> None:
             rows, cols = np.nonzero(dense.T)  # column-major order
             self.data = dense.T[rows, cols]

@@ -7,8 +7,8 @@ the loader's one-line error class; nothing else escapes, and no case takes long.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

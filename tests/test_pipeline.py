@@ -283,3 +283,57 @@ def test_animate_keeps_the_driving_audio(astronaut: Path, tmp_path: Path) -> Non
         assert len(c.streams.audio) == 1
         samples = sum(f.samples for f in c.decode(audio=0))
     assert samples > 0.8 * 44100  # about the clip's second of sound
+
+
+@pytest.fixture(scope="module")
+def flame_pickle_and_embedding(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The demo head written as FLAME's generic_model.pkl (no landmark embedding in it) and its
+    68-point embedding in a separate DECA-style file."""
+    from .test_flame import _imitate_official_pickle
+
+    folder = tmp_path_factory.mktemp("flame")
+    with pytest.MonkeyPatch.context() as m:
+        _imitate_official_pickle(folder / "generic_model.pkl", m)
+    demo = FLAME()
+    np.save(folder / "landmark_embedding.npy", {"static_lmk_faces_idx": demo.lmk_faces_idx.numpy(),
+                                                "static_lmk_bary_coords": demo.lmk_bary_coords.numpy()})
+    return folder / "generic_model.pkl", folder / "landmark_embedding.npy"
+
+
+def test_preprocess_with_a_separate_landmark_embedding(flame_pickle_and_embedding: tuple[Path, Path], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import gdpw.pipeline.animator
+
+    def no_generator(*args: object, **kwargs: object) -> None:
+        raise AssertionError("preprocessing must not load a generator")
+
+    monkeypatch.setattr(gdpw.pipeline.animator, "load_checkpoint", no_generator)
+    pkl, embedding = flame_pickle_and_embedding
+    clip = render_clip(FLAME(), SynthConfig(size=192, frames_per_clip=4, seed=5), 2, 0)
+    write_video(tmp_path / "vox" / "id001" / "00001.mp4", clip.images, 10.0)
+    args = ["preprocess", str(tmp_path / "vox"), "-o", str(tmp_path / "ds"), "--size", "64", "--flame", str(pkl)]
+    # without the embedding: one line that names the flag, before any video is tried
+    assert main(args) == 2
+    assert "--landmark-embedding" in _one_line_error(capsys, "preprocess")
+    assert not (tmp_path / "ds" / "clips").exists()
+    assert main(args + ["--landmark-embedding", str(embedding), "--fit.iterations", "100"]) == 0
+    assert "1 clips (4 frames)" in capsys.readouterr().out
+
+
+def test_app_with_a_separate_landmark_embedding(flame_pickle_and_embedding: tuple[Path, Path], astronaut: Path) -> None:
+    from PIL import Image
+
+    from gdpw.app.web import AppState
+    from gdpw.cli.app import app_config
+    from gdpw.cli.main import build_parser
+
+    pkl, embedding = flame_pickle_and_embedding
+    args = build_parser().parse_args(["app", "--flame", str(pkl), "--landmark-embedding", str(embedding), "--fit.iterations", "100"])
+    cfg = app_config(args)
+    assert cfg.head.landmark_embedding == str(embedding) and cfg.track.fit.iterations == 100
+    state = AppState({"demo": None}, cfg)
+    try:
+        source = state.animator("demo").prepare_source(np.asarray(Image.open(astronaut)))
+        assert source.fit.shape.shape == (300,) and float(source.fit.landmark_error[0]) < 0.05
+    finally:
+        state.close()

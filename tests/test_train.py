@@ -62,6 +62,18 @@ def test_shipped_configs_parse() -> None:
         TrainConfig.from_dict({"generator": {"width": 3}})
 
 
+def test_image_size_and_vertex_count_are_the_datasets(tiny_data: Path, tmp_path: Path) -> None:
+    from gdpw.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset's crops are 32 pixels"):
+        Trainer(tiny_config(tiny_data, tmp_path / "a", image_size=64), resume=False)
+    with pytest.raises(ConfigError, match="num_verts is 100"):
+        Trainer(tiny_config(tiny_data, tmp_path / "b", generator={"guidance": "both", "base_chns": 8, "num_levels": 4,
+                                                                   "max_chns": 32, "num_verts": 100}), resume=False)
+    tr = Trainer(tiny_config(tiny_data, tmp_path / "c", image_size=None), resume=False)
+    assert tr.checkpoint().image_size == 32  # read from the dataset
+
+
 def test_loss_functions() -> None:
     img = torch.rand(2, 3, 16, 16)
     zero = {"x1": torch.zeros(2, 2, 16, 16), "x2": torch.zeros(2, 2, 8, 8)}

@@ -145,7 +145,7 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7c = InceptionE(2048, max_pool=True)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "FIDInceptionV3":
+    def from_file(cls, path: str | Path) -> FIDInceptionV3:
         state = read_weights(path, "FID Inception weights", f"pytorch-fid's {FID_WEIGHTS}")
         return load_checked(cls(), state, path, "FID Inception")
 

@@ -34,7 +34,7 @@ class VGG19Features(nn.Module):
         self.requires_grad_(False)
 
     @classmethod
-    def from_torchvision_file(cls, path: str | Path) -> "VGG19Features":
+    def from_torchvision_file(cls, path: str | Path) -> VGG19Features:
         """Load ``vgg19-dcbbb9bb.pth`` (torchvision's ImageNet weights), which users bring."""
         state = read_weights(path, "VGG-19 weights", "torchvision's vgg19-dcbbb9bb.pth; set loss.perceptual=0 to train without")
         return load_checked(cls(), state, path, "torchvision VGG-19", prefix="features.")

@@ -29,7 +29,7 @@ def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return from_args(AnimateConfig, args)
 
 
-def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("animate", help="animate a portrait with a driving video", formatter_class=fmt, epilog="""examples:
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4

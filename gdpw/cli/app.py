@@ -8,8 +8,10 @@ from gdpw.common.config import add_arguments, from_args
 from gdpw.common.errors import MissingAssetError
 from gdpw.pipeline import AnimateConfig
 
+EXCLUDED = ("checkpoint",)  # the page offers several checkpoints (--checkpoint repeats)
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("app", help="web UI: animate and edit portraits in the browser",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   gdpw app                                   # http://127.0.0.1:7860 with the demo generator
@@ -18,13 +20,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--checkpoint", action="append", default=[], help="extra checkpoints to offer (repeatable)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
-    add_arguments(p, AnimateConfig, exclude=("checkpoint",))
+    add_arguments(p, AnimateConfig, exclude=EXCLUDED)
     p.set_defaults(func=run)
 
 
 def app_config(args: argparse.Namespace) -> AnimateConfig:
     """The animation options every checkpoint of the page runs with."""
-    return from_args(AnimateConfig, args)
+    return from_args(AnimateConfig, args, exclude=EXCLUDED)
 
 
 def run(args: argparse.Namespace) -> None:

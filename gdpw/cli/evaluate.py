@@ -10,7 +10,7 @@ from gdpw.common.errors import UsageError
 from gdpw.eval.protocol import EvalConfig
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="FID, CSIM, AKD, AED, APD, L1, PSNR, SSIM on a test split",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   gdpw evaluate --data data/synth                               # the shipped demo checkpoint

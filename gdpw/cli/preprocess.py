@@ -8,7 +8,7 @@ from gdpw.common.config import add_arguments, from_args
 from gdpw.data.preprocess import PreprocessConfig
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("preprocess", help="crop and fit talking-head videos into a training dataset",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   gdpw preprocess voxceleb/mp4 -o data/vox_gdpw --workers 8 --heldout id10270 --heldout id10271

@@ -13,7 +13,7 @@ EPILOG = """examples:
 writes strip.png (shaded poses), geom_disp.png, codes_s.png, codes_d.png, nmfc.png"""
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "render",
         help="save images of the guidance patterns and a pose strip of a FLAME head",

@@ -11,7 +11,7 @@ EPILOG = """examples:
   gdpw synth -o data/synth128 --size 128 --identities 200 --frames 48"""
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from gdpw.data.synth import SynthConfig
 
     d = SynthConfig()

@@ -11,7 +11,7 @@ EPILOG = """examples:
 A run resumes from <output>/checkpoints/last.pt unless --fresh is given."""
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train GDPW (resumes automatically)", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML training config (see configs/)")

@@ -204,18 +204,19 @@ def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, prefix: str 
         target.add_argument(_flag(prefix, f.name), **kwargs)
 
 
-def from_args(cls: type[T], args: argparse.Namespace, base: T | None = None, prefix: str = "") -> T:
+def from_args(cls: type[T], args: argparse.Namespace, base: T | None = None, prefix: str = "",
+              exclude: tuple[str, ...] = ()) -> T:
     """``base`` (or the defaults) with every flag that ``add_arguments`` made and the user gave."""
     hints = _hints(cls)
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if not f.init:
+        if not f.init or f.name in exclude:
             continue
         tp, _ = _optional(hints[f.name])
         current = getattr(base, f.name) if base is not None else None
         if _is_config(tp):
             sub_prefix = prefix if f.metadata.get(FLAT) else f"{prefix}{f.name}."
-            changes[f.name] = from_args(tp, args, current if current is not None else tp(), sub_prefix)
+            changes[f.name] = from_args(tp, args, current if current is not None else tp(), sub_prefix, exclude)
         elif hasattr(args, prefix + f.name):
             changes[f.name] = _coerce(hints[f.name], getattr(args, prefix + f.name), _flag(prefix, f.name))
     return dataclasses.replace(base, **changes) if base is not None else cls(**changes)

@@ -35,7 +35,7 @@ class DecaEncoder(nn.Module):
         self.layers = nn.Sequential(nn.Linear(2048, 1024), nn.ReLU(), nn.Linear(1024, sum(n for _, n in DECA_PARAMS)))
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "DecaEncoder":
+    def from_file(cls, path: str | os.PathLike[str]) -> DecaEncoder:
         raw = read_weights(path, "DECA model", "deca_model.tar from the DECA project")
         if "E_flame" not in raw:
             raise CheckpointError(f"{path}: no 'E_flame' entry; not a DECA model")

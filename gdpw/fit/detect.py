@@ -109,7 +109,7 @@ class MediaPipeDetector:
             self._landmarker.close()
             self._landmarker = None
 
-    def __enter__(self) -> "MediaPipeDetector":
+    def __enter__(self) -> MediaPipeDetector:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,8 +15,8 @@ import torch
 
 from gdpw.common.errors import FlameModelError
 from gdpw.flame import FLAME, FlameSequence, orthographic
-from gdpw.flame.sequence import FRAME_FIELDS
 from gdpw.flame.lbs import lbs
+from gdpw.flame.sequence import FRAME_FIELDS
 
 JAW_CONTOUR = slice(0, 17)
 

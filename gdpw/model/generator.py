@@ -121,7 +121,7 @@ class Generator(nn.Module):
         conv = cfg.warp_convention
         img_s = source.img_s
         b = geom_disp.shape[0] if geom_disp is not None else codes_d.shape[0] if codes_d is not None else img_s.shape[0]
-        expand = (lambda t: t.expand(b, *t.shape[1:])) if img_s.shape[0] == 1 and b > 1 else (lambda t: t)  # noqa: E731
+        expand = (lambda t: t.expand(b, *t.shape[1:])) if img_s.shape[0] == 1 and b > 1 else (lambda t: t)
 
         # guidance pyramid; the displacement field per level (zeros when it is not an input)
         mod = self.modulation(geom_disp, codes_d)

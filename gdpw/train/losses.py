@@ -11,6 +11,7 @@ from gdpw.common.errors import ConfigError
 from gdpw.model.layers import AntiAliasDownsample
 from gdpw.model.warp import WarpConvention, backward_warp
 
+
 class ImagePyramid(nn.Module):
     def __init__(self, levels: int, channels: int = 3) -> None:
         super().__init__()

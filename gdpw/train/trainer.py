@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
