@@ -214,9 +214,10 @@ def test_landmark_embedding_files(tmp_path: Path) -> None:
     bary = np.full((68, 3), 1 / 3)
     np.save(tmp_path / "landmark_embedding.npy", {"static_lmk_faces_idx": faces, "static_lmk_bary_coords": bary})
     np.savez(tmp_path / "mediapipe_embedding.npz", lmk_face_idx=faces[:10], lmk_b_coords=bary[:10])
-    f, b = load_landmark_embedding(tmp_path / "landmark_embedding.npy")
+    emb = load_landmark_embedding(tmp_path / "landmark_embedding.npy")
+    f, b = emb.faces, emb.bary
     assert f.shape == (68,) and b.shape == (68, 3)
-    f, b = load_landmark_embedding(tmp_path / "mediapipe_embedding.npz")
+    f = load_landmark_embedding(tmp_path / "mediapipe_embedding.npz").faces
     assert f.shape == (10,)
     model = FLAME(landmark_embedding=(faces, bary))
     lmk = model(FlameParams()).landmarks

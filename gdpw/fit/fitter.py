@@ -72,15 +72,19 @@ class LandmarkFitter:
         if flame.lmk_faces_idx is None or flame.lmk_bary_coords is None:
             raise FlameModelError("landmark fitting needs a 68-point landmark embedding: the demo head has one; a FLAME "
                                   "model needs one given beside it (DECA's landmark_embedding.npy or FLAME's static embedding)")
+        if flame.lmk_faces_idx.numel() != 68:
+            raise FlameModelError(f"landmark fitting needs 68 landmarks; the embedding has {flame.lmk_faces_idx.numel()}")
         self.flame = flame
         self.cfg = cfg or FitConfig()
-        corners = flame.faces[flame.lmk_faces_idx]  # (68, 3)
+        # every vertex a landmark may sit on (the dynamic jaw contours too), and the pupils
+        lmk_faces = [flame.lmk_faces_idx.reshape(-1)]
+        if flame.dyn_lmk_faces_idx is not None:
+            lmk_faces.append(flame.dyn_lmk_faces_idx.reshape(-1))
         pupils = [self._pupil(j) for j in (4, 3)]  # right eye (image left) first, like the 68 points
-        ids = torch.unique(torch.cat([corners.reshape(-1), torch.tensor(pupils)]))
-        remap = torch.full((flame.num_verts,), -1, dtype=torch.long)
-        remap[ids] = torch.arange(ids.numel())
-        self.corners = remap[corners]
-        self.pupils = remap[torch.tensor(pupils)]
+        ids = torch.unique(torch.cat([flame.faces[torch.cat(lmk_faces)].reshape(-1), torch.tensor(pupils)]))
+        self.remap = torch.full((flame.num_verts,), -1, dtype=torch.long)
+        self.remap[ids] = torch.arange(ids.numel())
+        self.pupils = self.remap[torch.tensor(pupils)]
         self.bary = flame.lmk_bary_coords
         self.v_template = flame.v_template[ids]
         self.shapedirs = flame.shapedirs[ids]
@@ -105,7 +109,9 @@ class LandmarkFitter:
         verts, _ = lbs(betas, pose, self.v_template, self.shapedirs, self.posedirs, f.J_regressor, f.parents,
                        self.weights, self.joint_basis)
         img = orthographic(verts, cam)[..., :2]
-        lmk = (img[:, self.corners] * self.bary[None, :, :, None]).sum(2)
+        faces, bary = f.landmark_embedding(gpose.detach())  # the jaw contour follows the yaw (DECA's embedding)
+        corners = self.remap[f.faces[faces]]  # (T, 68, 3) rows of img
+        lmk = (img[torch.arange(t)[:, None, None], corners] * bary[..., None]).sum(2)
         return lmk, img[:, self.pupils]
 
     def _init_camera(self, lmk: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """FLAME head model: file loading, the layer, cameras and the built-in demo head."""
 
 from .camera import orthographic, perspective
-from .flame import DEMO_HEAD, FLAME, FlameOutput, FlameParams, HeadConfig, resolve_flame_path
-from .io import FlameData, FlameFileError, load_flame, load_landmark_embedding
+from .flame import DEMO_HEAD, FLAME, FlameOutput, FlameParams, HeadConfig, contour_bins, resolve_flame_path
+from .io import FlameData, FlameFileError, LandmarkEmbedding, load_flame, load_landmark_embedding
 from .sequence import FlameSequence
 
 __all__ = [
@@ -14,6 +14,8 @@ __all__ = [
     "FlameParams",
     "FlameSequence",
     "HeadConfig",
+    "LandmarkEmbedding",
+    "contour_bins",
     "load_flame",
     "load_landmark_embedding",
     "orthographic",

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .io import FlameData, load_flame, load_landmark_embedding
-from .lbs import lbs
+from .io import FlameData, LandmarkEmbedding, load_flame, load_landmark_embedding
+from .lbs import batch_rodrigues, lbs
 
 DEMO_HEAD = Path(__file__).resolve().parents[1] / "assets" / "demo_head.npz"
 NUM_JOINTS = 5
@@ -59,7 +59,7 @@ class FLAME(nn.Module):
         model: FlameData | str | os.PathLike[str] | None = None,
         n_shape: int | None = None,
         n_expression: int | None = None,
-        landmark_embedding: tuple[np.ndarray, np.ndarray] | None = None,
+        landmark_embedding: LandmarkEmbedding | tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         data = model if isinstance(model, FlameData) else load_flame(resolve_flame_path(model))
@@ -82,12 +82,17 @@ class FLAME(nn.Module):
         self.register_buffer("faces", torch.as_tensor(data.faces, dtype=torch.long))
         if landmark_embedding is None and data.lmk_faces_idx is not None and data.lmk_bary_coords is not None:
             landmark_embedding = (data.lmk_faces_idx, data.lmk_bary_coords)
-        lmk_faces = lmk_bary = None
-        if landmark_embedding is not None:
-            lmk_faces = torch.as_tensor(landmark_embedding[0], dtype=torch.long)
-            lmk_bary = torch.as_tensor(landmark_embedding[1], dtype=f32)
-        self.register_buffer("lmk_faces_idx", lmk_faces)
-        self.register_buffer("lmk_bary_coords", lmk_bary)
+        if isinstance(landmark_embedding, tuple):
+            landmark_embedding = LandmarkEmbedding(*landmark_embedding)
+        emb = landmark_embedding
+
+        def buffer(name: str, value: np.ndarray | None, dtype: torch.dtype) -> None:
+            self.register_buffer(name, None if value is None else torch.as_tensor(value, dtype=dtype))
+
+        buffer("lmk_faces_idx", None if emb is None else emb.faces, torch.long)
+        buffer("lmk_bary_coords", None if emb is None else emb.bary, f32)
+        buffer("dyn_lmk_faces_idx", None if emb is None else emb.dynamic_faces, torch.long)
+        buffer("dyn_lmk_bary_coords", None if emb is None else emb.dynamic_bary, f32)
         self.uvs = None if data.uvs is None else torch.as_tensor(data.uvs, dtype=f32)
         self.uv_faces = None if data.uv_faces is None else torch.as_tensor(data.uv_faces, dtype=torch.long)
 
@@ -123,13 +128,46 @@ class FLAME(nn.Module):
         )
         landmarks = None
         if self.lmk_faces_idx is not None and self.lmk_bary_coords is not None:
-            landmarks = self.landmarks(verts, self.lmk_faces_idx, self.lmk_bary_coords)
+            landmarks = self.landmarks68(verts, pose[:, :3], pose[:, 3:6])
         return FlameOutput(verts, joints, landmarks)
+
+    def landmark_embedding(self, global_pose: torch.Tensor,
+                           neck_pose: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Triangle ids (B, L) and barycentric coordinates (B, L, 3) of the landmarks of heads in
+        these poses: the static points, with the first 17 replaced by the yaw bin's jaw contour
+        when the embedding has a dynamic contour (DECA's)."""
+        assert self.lmk_faces_idx is not None and self.lmk_bary_coords is not None
+        b = global_pose.shape[0]
+        faces = self.lmk_faces_idx.expand(b, -1)
+        bary = self.lmk_bary_coords.expand(b, -1, -1)
+        if self.dyn_lmk_faces_idx is None or self.dyn_lmk_bary_coords is None:
+            return faces, bary
+        bins = contour_bins(global_pose, neck_pose)
+        n = self.dyn_lmk_faces_idx.shape[1]
+        return (torch.cat([self.dyn_lmk_faces_idx[bins], faces[:, n:]], 1),
+                torch.cat([self.dyn_lmk_bary_coords[bins], bary[:, n:]], 1))
+
+    def landmarks68(self, verts: torch.Tensor, global_pose: torch.Tensor, neck_pose: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, 3) landmarks of posed vertices, the jaw contour following the head's yaw when dynamic."""
+        faces, bary = self.landmark_embedding(global_pose, neck_pose)
+        tri = torch.gather(verts, 1, self.faces[faces].reshape(verts.shape[0], -1, 1).expand(-1, -1, 3))
+        return (tri.reshape(verts.shape[0], -1, 3, 3) * bary[..., None]).sum(2)
 
     def landmarks(self, verts: torch.Tensor, faces_idx: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
         """Points on the mesh given by triangle ids and barycentric coordinates: (B, L, 3)."""
         tri = verts[:, self.faces[faces_idx]]  # (B, L, 3 corners, 3)
         return (tri * bary[None, :, :, None]).sum(dim=2)
+
+
+def contour_bins(global_pose: torch.Tensor, neck_pose: torch.Tensor | None = None) -> torch.Tensor:
+    """DECA's dynamic jaw-contour bin (B,) of heads in these poses: the yaw of the head's rotation
+    (``global @ neck``) in whole degrees, 0..39 for 0..39 (and more), 40..78 for -1..-39 (and less)."""
+    rot = batch_rodrigues(global_pose)
+    if neck_pose is not None:
+        rot = rot @ batch_rodrigues(neck_pose)
+    yaw = torch.rad2deg(torch.atan2(-rot[:, 2, 0], torch.sqrt(rot[:, 0, 0] ** 2 + rot[:, 1, 0] ** 2)))
+    deg = torch.round(yaw.clamp(max=39)).long()
+    return torch.where(deg < 0, torch.where(deg < -39, torch.full_like(deg, 78), 39 - deg), deg)
 
 
 @dataclass(frozen=True)

@@ -209,12 +209,38 @@ def _validate(d: FlameData, path: Path) -> None:
             raise FlameFileError(f"{path}: {msg}")
 
 
-def load_landmark_embedding(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Static landmark embedding (triangle ids, barycentric coordinates) from a user file.
+@dataclass
+class LandmarkEmbedding:
+    """Landmarks as points on the mesh: triangle ids and barycentric coordinates.
 
-    Reads DECA's ``landmark_embedding.npy`` (``static_lmk_faces_idx`` / ``static_lmk_bary_coords``),
-    FLAME's ``flame_static_embedding.pkl`` (``lmk_face_idx`` / ``lmk_b_coords``) and MediaPipe-style
-    ``.npz`` embeddings (``lmk_face_idx`` / ``lmk_b_coords``).
+    ``faces``/``bary`` are the static points (68 for fitting). DECA's file adds a dynamic jaw
+    contour: 17 points for each of 79 head-yaw bins (``dynamic_faces`` (79, 17), ``dynamic_bary``
+    (79, 17, 3)) that replace the first 17 static points (see ``gdpw.flame.FLAME.landmarks68``).
+    """
+
+    faces: np.ndarray  # (L,) int64
+    bary: np.ndarray  # (L, 3) float32
+    dynamic_faces: np.ndarray | None = None  # (79, 17) int64
+    dynamic_bary: np.ndarray | None = None  # (79, 17, 3) float32
+
+
+def _pair(raw: dict[str, Any], faces_key: str, bary_key: str, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    if faces_key not in raw or bary_key not in raw:
+        return None
+    faces = np.asarray(raw[faces_key]).astype(np.int64)
+    bary = np.asarray(raw[bary_key], dtype=np.float32)
+    if faces.size * 3 != bary.size:
+        raise FlameFileError(f"{path}: {faces.size} landmark faces but {bary.size // 3} barycentric rows")
+    return faces, bary.reshape(*faces.shape, 3)
+
+
+def load_landmark_embedding(path: str | os.PathLike[str]) -> LandmarkEmbedding:
+    """A landmark embedding from a user file.
+
+    Reads DECA's ``landmark_embedding.npy`` (``static_lmk_*`` 51 points, ``full_lmk_*`` 68 points,
+    ``dynamic_lmk_*`` 79 x 17 contour points: the 68 fitted points are the yaw bin's contour and
+    the 51 static ones), FLAME's ``flame_static_embedding.pkl`` (``lmk_face_idx`` / ``lmk_b_coords``)
+    and MediaPipe-style ``.npz`` embeddings (the same keys).
     """
     path = Path(path)
     if not path.is_file():
@@ -224,18 +250,24 @@ def load_landmark_embedding(path: str | os.PathLike[str]) -> tuple[np.ndarray, n
             obj = np.load(path, allow_pickle=True, encoding="latin1")
         except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
             raise FlameFileError(f"{path}: not a readable landmark embedding ({err})") from None
-        raw = obj.item() if obj.dtype == object else {}
+        raw = obj.item() if obj.dtype == object and isinstance(obj.item(), dict) else {}
     else:
         raw = _read_raw(path)
-    for faces_key, bary_key in (
-        ("static_lmk_faces_idx", "static_lmk_bary_coords"),
-        ("lmk_face_idx", "lmk_b_coords"),
-        ("lmk_faces_idx", "lmk_bary_coords"),
-    ):
-        if faces_key in raw and bary_key in raw:
-            faces = np.asarray(raw[faces_key]).astype(np.int64).reshape(-1)
-            bary = np.asarray(raw[bary_key], dtype=np.float32).reshape(-1, 3)
-            if faces.shape[0] != bary.shape[0]:
-                raise FlameFileError(f"{path}: {faces.shape[0]} landmark faces but {bary.shape[0]} barycentric rows")
-            return faces, bary
-    raise FlameFileError(f"{path}: no landmark embedding keys found")
+    dynamic = _pair(raw, "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords", path)
+    if dynamic is not None and dynamic[0].ndim != 2:
+        raise FlameFileError(f"{path}: dynamic_lmk_faces_idx must be (bins, 17), got {dynamic[0].shape}")
+    full = _pair(raw, "full_lmk_faces_idx", "full_lmk_bary_coords", path)
+    static = next((p for keys in (("static_lmk_faces_idx", "static_lmk_bary_coords"), ("lmk_face_idx", "lmk_b_coords"),
+                                  ("lmk_faces_idx", "lmk_bary_coords")) if (p := _pair(raw, *keys, path)) is not None), None)
+    if full is not None:
+        faces, bary = full[0].reshape(-1), full[1].reshape(-1, 3)
+    elif static is not None and dynamic is not None and static[0].size + dynamic[0].shape[1] == 68:
+        faces = np.concatenate([dynamic[0][0], static[0].reshape(-1)])
+        bary = np.concatenate([dynamic[1][0], static[1].reshape(-1, 3)])
+    elif static is not None:
+        faces, bary = static[0].reshape(-1), static[1].reshape(-1, 3)
+    else:
+        raise FlameFileError(f"{path}: no landmark embedding keys found")
+    if dynamic is None:
+        return LandmarkEmbedding(faces, bary)
+    return LandmarkEmbedding(faces, bary, dynamic[0], dynamic[1])
