@@ -19,7 +19,7 @@ from build_demo_head import IBUG_MIRROR, embed_landmarks
 
 from gdpw.data.synth import SynthConfig, render_clip
 from gdpw.fit import MediaPipeDetector
-from gdpw.flame import FLAME, FlameParams, orthographic
+from gdpw.flame import FLAME
 
 SIZE = 256
 
@@ -30,9 +30,8 @@ def detections(flame: FLAME, clips: int) -> tuple[np.ndarray, np.ndarray]:
     with MediaPipeDetector() as det:
         for seed in range(clips):
             clip = render_clip(flame, SynthConfig(size=SIZE, frames_per_clip=8, seed=seed), 0, 0)
-            params = FlameParams(**{k: torch.from_numpy(v).float() for k, v in clip.params.items()})
             with torch.no_grad():
-                img_verts = orthographic(flame(params).vertices, torch.from_numpy(clip.camera).float())
+                img_verts = clip.params.image_vertices(flame)
             for i, img in enumerate(clip.images):
                 faces = det.detect(img)
                 if faces:

@@ -16,6 +16,7 @@ import sys
 from gdpw.eval.metrics import l1, psnr
 from gdpw.eval.protocol import baseline_methods, generator_method, run_method, same_identity_pairs
 from gdpw.flame import FLAME
+from gdpw.model import GuidedGenerator
 from gdpw.model.checkpoint import load_checkpoint
 
 
@@ -27,7 +28,8 @@ def main() -> int:
     args = p.parse_args()
     faces = FLAME().faces
     pairs = same_identity_pairs(args.data, args.pairs, stride=1)
-    methods = {"model": generator_method(load_checkpoint(args.checkpoint).build_generator(), faces), **baseline_methods(faces)}
+    guided = GuidedGenerator(load_checkpoint(args.checkpoint).build_generator(), faces)
+    methods = {"model": generator_method(guided), **baseline_methods(faces)}
     scores = {}
     print(f"{pairs.img_s.shape[0]} held-out same-identity pairs from {args.data}")
     print("| method | L1 (lower is better) | PSNR dB (higher is better) |\n| --- | --- | --- |")

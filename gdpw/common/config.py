@@ -89,11 +89,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
         args = typing.get_args(inner)
-        elem = args[0] if len(args) == 2 and args[1] is Ellipsis else None
-        if elem is None and len(args) != len(value):
-            raise ConfigError(f"{where} must have {len(args)} items, got {len(value)}")
-        return tuple(_coerce(elem if elem is not None else a, v, f"{where}[{i}]")
-                     for i, (a, v) in enumerate(zip(args if elem is None else [elem] * len(value), value)))
+        item_types = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        if len(item_types) != len(value):
+            raise ConfigError(f"{where} must have {len(item_types)} items, got {len(value)}")
+        return tuple(_coerce(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
     if origin is dict:
         key_t, val_t = typing.get_args(inner)
         if not isinstance(value, dict):

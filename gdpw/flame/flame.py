@@ -149,14 +149,15 @@ class FLAME(nn.Module):
 
     def landmarks68(self, verts: torch.Tensor, global_pose: torch.Tensor, neck_pose: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, 3) landmarks of posed vertices, the jaw contour following the head's yaw when dynamic."""
-        faces, bary = self.landmark_embedding(global_pose, neck_pose)
-        tri = torch.gather(verts, 1, self.faces[faces].reshape(verts.shape[0], -1, 1).expand(-1, -1, 3))
-        return (tri.reshape(verts.shape[0], -1, 3, 3) * bary[..., None]).sum(2)
+        return self.landmarks(verts, *self.landmark_embedding(global_pose, neck_pose))
 
     def landmarks(self, verts: torch.Tensor, faces_idx: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
-        """Points on the mesh given by triangle ids and barycentric coordinates: (B, L, 3)."""
-        tri = verts[:, self.faces[faces_idx]]  # (B, L, 3 corners, 3)
-        return (tri * bary[None, :, :, None]).sum(dim=2)
+        """Points on the mesh given by triangle ids (L,) or (B, L) and barycentric coordinates
+        (L, 3) or (B, L, 3): (B, L, 3)."""
+        b = verts.shape[0]
+        corners = self.faces[faces_idx].expand(b, -1, -1)  # (B, L, 3)
+        tri = torch.gather(verts, 1, corners.reshape(b, -1, 1).expand(-1, -1, 3)).reshape(b, -1, 3, 3)
+        return (tri * bary.expand(b, -1, -1)[..., None]).sum(dim=2)
 
 
 def contour_bins(global_pose: torch.Tensor, neck_pose: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 WarpConvention = Literal["official", "centers"]
-WARP_CONVENTIONS: tuple[str, ...] = ("official", "centers")
 
 
 def identity_grid(
