@@ -23,11 +23,13 @@ from .generator import Generator, GeneratorOutput, SourceEncoding
 
 
 class GuidedGenerator:
-    """``generator`` (plain, folded or wrapped for distributed training) plus the mesh ``faces`` (F, 3)."""
+    """``generator`` (plain, folded or wrapped for distributed training) plus the mesh ``faces`` (F, 3);
+    ``antialias``: render the guidance with silhouette antialiasing, as the released models were trained."""
 
-    def __init__(self, generator: nn.Module, faces: torch.Tensor) -> None:
+    def __init__(self, generator: nn.Module, faces: torch.Tensor, antialias: bool = False) -> None:
         self.generator = generator
         self.faces = faces
+        self.antialias = antialias
 
     @property
     def network(self) -> Generator:
@@ -46,7 +48,7 @@ class GuidedGenerator:
     def guidance(self, verts_s: torch.Tensor, verts_d: torch.Tensor, size: tuple[int, int]) -> GuidancePatterns:
         """Both guidance patterns of a batch, rendered in float32 whatever autocast says."""
         with torch.autocast(verts_d.device.type, enabled=False):
-            return render_guidance(verts_s.float(), verts_d.float(), self.faces, size, self.embeds)
+            return render_guidance(verts_s.float(), verts_d.float(), self.faces, size, self.embeds, antialias=self.antialias)
 
     def __call__(self, img_s: torch.Tensor, verts_s: torch.Tensor, verts_d: torch.Tensor) -> GeneratorOutput:
         """Animate ``img_s`` (B, 3, H, W) into the driving meshes; vertices are (B, V, 3)."""
@@ -57,13 +59,15 @@ class GuidedGenerator:
         """The source half (once per video): ``img_s`` (1, 3, H, W), ``verts_s`` (1, V, 3)."""
         codes_s = None
         if self.embeds is not None:
-            codes_s, _ = render_source_codes(verts_s, self.faces, (img_s.shape[2], img_s.shape[3]), self.embeds)
+            codes_s, _ = render_source_codes(verts_s, self.faces, (img_s.shape[2], img_s.shape[3]), self.embeds,
+                                             antialias=self.antialias)
         return self.network.encode(img_s, codes_s)
 
     def driving_guidance(self, verts_s: torch.Tensor, verts_d: torch.Tensor,
                          size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """What ``decode`` needs per frame: the displacement field and the driving codes (or None)."""
-        geom_disp, codes_d, _ = render_driving(verts_s.expand(verts_d.shape[0], -1, -1), verts_d, self.faces, size, self.embeds)
+        geom_disp, codes_d, _ = render_driving(verts_s.expand(verts_d.shape[0], -1, -1), verts_d, self.faces, size, self.embeds,
+                                               antialias=self.antialias)
         return geom_disp, codes_d
 
     def decode(self, source: SourceEncoding, verts_s: torch.Tensor, verts_d: torch.Tensor) -> GeneratorOutput:

@@ -1,5 +1,6 @@
 """Rasterisation and the guidance patterns of GDPW."""
 
+from .antialias import antialias, edge_opposites
 from .patterns import (
     GuidancePatterns,
     nmfc_colors,
@@ -14,6 +15,8 @@ from .rasterizer import Fragments, interpolate, rasterize
 __all__ = [
     "Fragments",
     "GuidancePatterns",
+    "antialias",
+    "edge_opposites",
     "interpolate",
     "nmfc_colors",
     "rasterize",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .antialias import antialias as antialias_maps
 from .rasterizer import CullMode, Fragments, interpolate, rasterize
 
 
@@ -39,23 +40,29 @@ def render_driving(
     size: tuple[int, int],
     embeds: torch.Tensor | None = None,
     cull: CullMode = "official",
+    antialias: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The driving pass: displacement field (B, 2, H, W), driving codes (B, D, H, W) when
-    ``embeds`` are given, and the driving mesh's coverage (B, 1, H, W)."""
+    ``embeds`` are given, and the driving mesh's coverage (B, 1, H, W). ``antialias`` blends the
+    maps across silhouette edges as the official renderer does (``gdpw.render.antialias``)."""
     frags_d = rasterize(verts_d, faces, size, cull)
     attrs_d = displacement_attrs(verts_s, verts_d)
     if embeds is not None:
         attrs_d = torch.cat([attrs_d, embeds.to(attrs_d).expand(verts_d.shape[0], -1, -1)], dim=-1)
     maps_d = interpolate(attrs_d, faces, frags_d)
+    if antialias:
+        maps_d = antialias_maps(maps_d, frags_d, verts_d, faces)
     return maps_d[:, :2], (maps_d[:, 2:] if embeds is not None else None), frags_d.mask()
 
 
 def render_source_codes(
-    verts_s: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], embeds: torch.Tensor, cull: CullMode = "official"
+    verts_s: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], embeds: torch.Tensor, cull: CullMode = "official",
+    antialias: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The source pass: codes (B, D, H, W) on the source mesh and its coverage (B, 1, H, W)."""
     frags_s = rasterize(verts_s, faces, size, cull)
-    return interpolate(embeds, faces, frags_s), frags_s.mask()
+    codes = interpolate(embeds, faces, frags_s)
+    return (antialias_maps(codes, frags_s, verts_s, faces) if antialias else codes), frags_s.mask()
 
 
 def render_guidance(
@@ -65,12 +72,14 @@ def render_guidance(
     size: tuple[int, int],
     embeds: torch.Tensor | None = None,
     cull: CullMode = "official",
+    antialias: bool = False,
 ) -> GuidancePatterns:
     """Both patterns for a batch of source and driving meshes: two rasterisations in all."""
-    geom_disp, codes_d, mask_d = render_driving(verts_s, verts_d, faces, size, embeds, cull)
-    frags_s = rasterize(verts_s, faces, size, cull)
-    codes_s = interpolate(embeds, faces, frags_s) if embeds is not None else None
-    return GuidancePatterns(geom_disp, codes_s, codes_d, frags_s.mask(), mask_d)
+    geom_disp, codes_d, mask_d = render_driving(verts_s, verts_d, faces, size, embeds, cull, antialias)
+    if embeds is None:
+        return GuidancePatterns(geom_disp, None, codes_d, rasterize(verts_s, faces, size, cull).mask(), mask_d)
+    codes_s, mask_s = render_source_codes(verts_s, faces, size, embeds, cull, antialias)
+    return GuidancePatterns(geom_disp, codes_s, codes_d, mask_s, mask_d)
 
 
 def nmfc_colors(template: torch.Tensor) -> torch.Tensor:
