@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from gdpw.fit.deca import DECA_SIZE, DecaEncoder, deca_box, deca_fit
+from gdpw.common.crop import DECA_SIZE, official_boxes
+from gdpw.fit.deca import DecaEncoder, deca_fit
 from gdpw.pipeline import CropBox
 
 
@@ -23,7 +24,9 @@ def test_loads_e_flame_and_splits_the_parameters(tmp_path: Path) -> None:
     enc = DecaEncoder.from_file(_deca_file(tmp_path / "deca_model.tar"))
     with torch.no_grad():
         out = enc(torch.rand(2, 3, DECA_SIZE, DECA_SIZE))
-    assert {k: v.shape[1] for k, v in out.items()} == {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
+    # the official decompose_code: lighting as 9 x 3 spherical-harmonic coefficients, a zero eye pose
+    assert {k: tuple(v.shape[1:]) for k, v in out.items()} == {"shape": (100,), "tex": (50,), "exp": (50,), "pose": (6,),
+                                                              "cam": (3,), "light": (9, 3), "eye_pose": (6,)}
     with pytest.raises(FileNotFoundError, match="DECA model not found"):
         DecaEncoder.from_file(tmp_path / "missing.tar")
     torch.save({"E_flame": {"layers.0.weight": torch.zeros(3)}}, tmp_path / "bad.tar")
@@ -42,14 +45,14 @@ def test_camera_is_converted_to_the_callers_crop() -> None:
     img = np.zeros((300, 300, 3), np.uint8)
     dst = CropBox(50.0, 40.0, 200.0)
     fit = deca_fit(Fixed(), [img], [lmk], [dst], n_shape=300, n_expression=100)
-    src = deca_box(lmk)
+    src = official_boxes(lmk)[0]  # DECA's crop
     # a world point projected by DECA into its crop lands on the same pixel through our camera and box
     x = torch.tensor([0.03, -0.01])
     deca_ndc = torch.stack([8.0 * (x[0] + 0.01), -8.0 * (x[1] - 0.02)])
-    pixel = torch.tensor([src.x0, src.y0]) + (deca_ndc + 1) / 2 * src.size
+    pixel = torch.tensor(src.ndc_origin) + (deca_ndc + 1) / 2 * src.size
     s, tx, ty = fit.camera[0]
     ours = torch.stack([s * (x[0] + tx), -s * (x[1] + ty)])
-    assert torch.allclose(torch.tensor([dst.x0, dst.y0]) + (ours + 1) / 2 * dst.size, pixel, atol=1e-4)
+    assert torch.allclose(torch.tensor(dst.ndc_origin) + (ours + 1) / 2 * dst.size, pixel, atol=1e-4)
     assert fit.shape.shape == (300,) and fit.expression.shape == (1, 100)
     with pytest.raises(ValueError, match="100 shape and 50 expression"):
         deca_fit(Fixed(), [img], [lmk], [dst], n_shape=20, n_expression=10)

@@ -60,7 +60,7 @@ def test_mediapipe_on_demo_head_renders_recovers_pose(flame: FLAME) -> None:
     assert len(keep) >= 8
     box = crop_box(lmks[0])
     lmk = torch.from_numpy(np.stack([box.to_ndc(x) for x in lmks])).float()
-    fit = fitter.track(lmk, fps=10)
+    fit = fitter.track(lmk)
     # yaw of the fitted head against the truth, over the clip
     true_yaw = clip.params.global_pose[keep, 1]
     fit_yaw = fit.global_pose[:, 1]

@@ -77,7 +77,7 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
             animator = state.animator(label)
             progress(0.2, desc="fitting and generating")
             result = animator.animate(np.ascontiguousarray(source[..., :3]), list(frames), fps=info.fps,
-                                      motion=motion, side_by_side=side)
+                                      motion=None if motion == "auto" else motion, side_by_side=side)
             out = workdir / f"result_{len(list(workdir.glob('result_*')))}.mp4"
             write_video(out, result.frames, info.fps, audio_from=driving if info.has_audio else None)
         except Exception as err:  # shown to the user as one line, whatever failed
@@ -92,7 +92,7 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
             animator = state.animator(label)
             src = animator.prepare_source(np.ascontiguousarray(source[..., :3]))
             spec = EditSpec(yaw=yaw, pitch=pitch, roll=roll, jaw=jaw, expression={i: v for i, v in enumerate(expression)})
-            return animator.animate_fit(src, apply_edit(src.fit, spec)).frames[0]
+            return animator.animate_fit(src, apply_edit(src.fit, spec, convention=animator.recipe)).frames[0]
         except Exception as err:  # shown to the user as one line, whatever failed
             raise gr.Error(f"{type(err).__name__}: {err}") from None
 
@@ -106,7 +106,8 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
         with gr.Row():
             demo_btn = gr.Button("Use the demo assets", elem_id="use-demo")
             label = gr.Dropdown(labels, value=labels[0], label="Checkpoint (guidance)", elem_id="checkpoint")
-            motion = gr.Radio(["relative", "absolute"], value="relative", label="Motion", elem_id="motion")
+            motion = gr.Radio(["auto", "relative", "absolute"], value="auto", elem_id="motion",
+                              label="Motion (auto: absolute for the official recipe, else relative)")
             side = gr.Checkbox(False, label="Side by side")
         run = gr.Button("Animate", variant="primary", elem_id="animate")
         result = gr.Video(label="Result", elem_id="result")

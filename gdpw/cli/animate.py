@@ -39,7 +39,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--source", required=True, help="portrait image, or a folder of them (batch mode)")
     p.add_argument("--driving", required=True, help="driving video")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (a folder in batch mode)")
-    p.add_argument("--absolute", action="store_true", help="absolute motion (default: relative to the first driving frame)")
+    p.add_argument("--motion", choices=["relative", "absolute"],
+                   help="relative to the first driving frame, or absolute (default: absolute for the official crop "
+                        "recipe, as the paper's demo; relative otherwise)")
+    p.add_argument("--absolute", action="store_const", dest="motion", const="absolute", help="same as --motion absolute")
     p.add_argument("--side-by-side", action="store_true", help="source | driving | result")
     p.add_argument("--max-frames", type=int, help="use only the first N driving frames")
     p.add_argument("--profile", action="store_true", help="print frames per second for each stage")
@@ -116,8 +119,8 @@ def cmd_animate(args: argparse.Namespace) -> None:
     with Animator(_config(args)) as animator:
         for path in tqdm(sources, desc="animate", unit="source", disable=len(sources) == 1):
             out = Path(args.output) / f"{path.stem}.mp4" if src.is_dir() else Path(args.output)
-            result = animator.animate(read_image(path), list(driving), fps=info.fps,
-                                      motion="absolute" if args.absolute else "relative", side_by_side=args.side_by_side)
+            result = animator.animate(read_image(path), list(driving), fps=info.fps, motion=args.motion,
+                                      side_by_side=args.side_by_side)
             t = time.perf_counter()
             write_video(out, result.frames, info.fps, audio_from=args.driving if info.has_audio else None)
             timings = {"decode": decode, **result.timings, "encode": time.perf_counter() - t}
@@ -158,13 +161,13 @@ def cmd_edit(args: argparse.Namespace) -> None:
         out = Path(args.output)
         if args.sweep:
             name, start, stop, steps = args.sweep.split(":")
-            target = sweep(source.fit, spec, name, float(start), float(stop), int(steps))
+            target = sweep(source.fit, spec, name, float(start), float(stop), int(steps), animator.recipe)
             n = write_video(out, animator.animate_fit(source, target).frames, args.fps)
             print(f"wrote {out}: {n}-frame {name} sweep")
         else:
             if out.suffix.lower() == ".mp4":
                 raise UsageError("an .mp4 output needs --sweep; give an image path for a single edit")
-            _save_image(animator.animate_fit(source, apply_edit(source.fit, spec)).frames, out)
+            _save_image(animator.animate_fit(source, apply_edit(source.fit, spec, convention=animator.recipe)).frames, out)
             print(f"wrote {out}")
 
 
@@ -174,7 +177,8 @@ def cmd_frontalize(args: argparse.Namespace) -> None:
 
     with Animator(_config(args)) as animator:
         source = animator.prepare_source(read_image(args.source))
-        _save_image(animator.animate_fit(source, apply_edit(source.fit, EditSpec(frontalize=True))).frames, Path(args.output))
+        front = apply_edit(source.fit, EditSpec(frontalize=True), convention=animator.recipe)
+        _save_image(animator.animate_fit(source, front).frames, Path(args.output))
         print(f"wrote {args.output}")
 
 

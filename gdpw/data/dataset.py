@@ -119,6 +119,7 @@ class ClipSource(Protocol):
 
     image_size: int  # crop side in pixels
     num_verts: int  # vertices of the FLAME model the clips were fitted with
+    recipe: str  # how the faces were cropped: "gdpw" or "official"
 
     def clips(self) -> list[ClipInfo]: ...
 
@@ -132,14 +133,18 @@ class GdpwClipSource:
 
     def __init__(self, roots: Sequence[str | os.PathLike[str]], split: str | None = None, cache_size: int = 8) -> None:
         self._clips: list[ClipInfo] = []
+        recipes: set[str] = set()
         facts = set()
         for root in roots:
             index, clips = read_index(root)
             facts.add((index.get("image_size"), index.get("num_verts")))
+            recipes.add(index.get("crop", "gdpw"))
             self._clips += [c for c in clips if split is None or c.split == split]
-        if len(facts) > 1:
-            raise DatasetError(f"the dataset folders differ in (image size, vertex count): {sorted(facts, key=str)}")
+        if len(facts) > 1 or len(recipes) > 1:
+            raise DatasetError(f"the dataset folders differ in (image size, vertex count): {sorted(facts, key=str)} "
+                               f"or crop recipe: {sorted(recipes)}")
         self.image_size, self.num_verts = next(iter(facts), (0, 0))
+        self.recipe = next(iter(recipes), "gdpw")
         if not self._clips:
             raise DatasetError(f"no clips of split {split!r} in {', '.join(map(str, roots))}")
         self._cache: dict[Path, dict[str, np.ndarray]] = {}
@@ -183,6 +188,7 @@ class OfficialClipSource:
         self._clips = clips
         images, verts = self.frames(clips[0], [0])
         self.image_size, self.num_verts = int(images.shape[1]), int(verts.shape[1])
+        self.recipe = "official"  # the official layout is the released models' training data
 
     def clips(self) -> list[ClipInfo]:
         return self._clips

@@ -59,9 +59,9 @@ def process_video(video: Path, shard: Path, cfg: PreprocessConfig) -> int:
 
     frames, info = read_video(video, cfg.max_frames)
     flame = cfg.head.load()
-    with FaceTracker(flame, cfg.track) as tracker:
+    with FaceTracker(flame, cfg.track, crop_size=cfg.size) as tracker:
         track = tracker.track(list(frames), info.fps)
-    crops = np.stack([crop(f, track.box, cfg.size) for f in frames])
+    crops = np.stack([crop(f, box, cfg.size) for f, box in zip(frames, track.boxes)])
     with torch.no_grad():
         verts = track.params.image_vertices(flame).numpy()
     write_clip(shard, crops, verts.astype(np.float32), track.params)
@@ -105,7 +105,8 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
             errors.append(f"{video}: {err}")
         else:
             clips.append(replace(infos[video], frames=n))
-    write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, num_verts)
+    recipe = "official" if cfg.track.crop == "official" else "gdpw"
+    write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, num_verts, {"crop": recipe})
     return clips, errors
 
 

@@ -3,7 +3,7 @@
 Landmarks are 68 iBUG points (and optionally the two iris centres) in image NDC (x right, y down,
 pixel centres at ``(2 i + 1) / W - 1``). An image is fitted by Adam on the reprojection error with
 Gaussian priors; a video fits its shape jointly on key frames, then its frames in batched windows
-with a temporal term between consecutive frames, and smooths the result with a One-Euro filter.
+with a temporal term between consecutive frames. Smoothing over time is ``smooth``'s (the tracker's).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class FitConfig:
     temporal: float = 1e-4  # weight of the difference between consecutive video frames
     contour_weight: float = 0.5  # weight of the 17 jaw-contour landmarks
     iris_weight: float = 1.0  # weight of the iris centres (gaze)
-    smooth_min_cutoff: float = 1.5  # One-Euro filter cutoff (Hz); 0 disables smoothing
-    smooth_beta: float = 0.3  # One-Euro filter speed coefficient
+    smooth_min_cutoff: float | None = None  # One-Euro cutoff; default: the crop recipe's; 0 disables smoothing
+    smooth_beta: float | None = None  # One-Euro speed coefficient; default: the crop recipe's
 
 
 class OneEuroFilter:
@@ -203,8 +203,8 @@ class LandmarkFitter:
         rms = self._optimise(vars, lmk, iris, self.cfg.iterations, fixed=("shape",) if shape is not None else ())
         return self._fit_from(vars, rms)
 
-    def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, fps: float = 25.0,
-              shape: torch.Tensor | None = None, progress: bool = False) -> FlameSequence:
+    def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None,
+              progress: bool = False) -> FlameSequence:
         """Fit a video (T, 68, 2): shape on key frames (unless given), then the frames in windows.
 
         The frames of a window are fitted together (batched: a window costs about what one frame
@@ -227,13 +227,35 @@ class LandmarkFitter:
                                  fixed=("shape",), temporal=True, prev=prev)
             frames.append(self._fit_from(vars, rms))
             prev = vars
-        return smooth_fit(FlameSequence.cat(frames), fps, self.cfg)
+        return FlameSequence.cat(frames)
 
 
-def smooth_fit(fit: FlameSequence, fps: float, cfg: FitConfig) -> FlameSequence:
-    """``fit`` with its per-frame parameters and cameras One-Euro filtered over time
-    (unchanged for two frames or fewer, or when ``cfg.smooth_min_cutoff`` is 0)."""
-    if cfg.smooth_min_cutoff <= 0 or len(fit) <= 2:
-        return fit
-    smooth = OneEuroFilter(fps, cfg.smooth_min_cutoff, cfg.smooth_beta)
-    return fit.replace(**{k: smooth(getattr(fit, k)) for k in FRAME_FIELDS})
+@dataclass(frozen=True)
+class Smoothing:
+    """A One-Euro filter over time: cutoff and speed coefficient, time in seconds or in frames."""
+
+    min_cutoff: float  # 0 disables
+    beta: float
+    per_frame: bool  # time is the frame index (the official reenactment) instead of seconds
+
+    def __call__(self, x: torch.Tensor, fps: float) -> torch.Tensor:
+        """(T, ...) filtered along T; unchanged when disabled or for two frames or fewer."""
+        if self.min_cutoff <= 0 or x.shape[0] <= 2:
+            return x
+        return OneEuroFilter(1.0 if self.per_frame else fps, self.min_cutoff, self.beta)(x)
+
+
+# gdpw's own (seconds) and the official reenactment's (face_reenact_demo: 0.5, 0, per frame)
+RECIPE_SMOOTHING = {"gdpw": Smoothing(1.5, 0.3, per_frame=False), "official": Smoothing(0.5, 0.0, per_frame=True)}
+
+
+def smoothing(cfg: FitConfig, recipe: str) -> Smoothing:
+    """The recipe's smoothing with the config's explicit values on top."""
+    base = RECIPE_SMOOTHING[recipe]
+    return Smoothing(base.min_cutoff if cfg.smooth_min_cutoff is None else cfg.smooth_min_cutoff,
+                     base.beta if cfg.smooth_beta is None else cfg.smooth_beta, base.per_frame)
+
+
+def smooth_fit(fit: FlameSequence, fps: float, smooth: Smoothing) -> FlameSequence:
+    """``fit`` with its per-frame parameters and cameras filtered over time."""
+    return fit.replace(**{k: smooth(getattr(fit, k), fps) for k in FRAME_FIELDS})

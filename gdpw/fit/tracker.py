@@ -3,9 +3,11 @@
     with FaceTracker(FLAME(), TrackConfig()) as tracker:
         track = tracker.track(frames, fps=25)      # track.box, track.params (a FlameSequence)
 
-A video is tracked inside one box (from its first detected face), so camera motion is kept;
-cameras are in that box's NDC. The backend is MediaPipe landmarks + the FLAME landmark fitter,
-or DECA's encoder.
+Two crop recipes: gdpw's own tracks a video inside one box (from its first detected face), so
+camera motion is kept; the official GDPW recipe crops every frame by its own landmarks
+(``gdpw.common.crop.official_boxes``), as the released models saw. Cameras are in each frame's
+box NDC. The backend is MediaPipe landmarks + the FLAME landmark fitter, or DECA's encoder (whose
+codes are smoothed over time before their cameras move into the crop, as the official code does).
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import numpy as np
 import torch
 
 from gdpw.common.config import validate
-from gdpw.common.crop import CropBox, crop_box
+from gdpw.common.crop import CropBox, CropRecipe, crop_box, official_boxes
 from gdpw.common.errors import NoFaceError
 from gdpw.common.timing import StageTimes
 from gdpw.flame import FLAME, FlameSequence
 
 from .detect import MediaPipeDetector, pick_face
-from .fitter import FitConfig, LandmarkFitter, smooth_fit
+from .fitter import FitConfig, LandmarkFitter, Smoothing, smooth_fit, smoothing
 
 DECA_BATCH = 16
 
@@ -37,7 +39,8 @@ class TrackConfig:
     fitter: Literal["landmarks", "deca"] = "landmarks"  # FLAME fitting: MediaPipe landmarks, or DECA (FLAME 2020)
     deca_model: str | None = None  # DECA's deca_model.tar, for the deca fitter
     face_index: int | None = None  # which face when an image has several (0 = largest)
-    crop_scale: float = 2.5  # crop side / landmark box side
+    crop: Literal["auto", "gdpw", "official"] = "auto"  # crop recipe; auto: the checkpoint's (official for released ones)
+    crop_scale: float = 2.5  # gdpw recipe: crop side / landmark box side
     min_face_pixels: int = 24  # a smaller face counts as not found
     fit: FitConfig = field(default_factory=FitConfig)
 
@@ -47,18 +50,27 @@ class TrackConfig:
 
 @dataclass
 class Track:
-    """Where the face is and how it moves: the crop box and the FLAME parameters (cameras in the box's NDC)."""
+    """Where the face is and how it moves: a crop box per frame and the FLAME parameters (each
+    frame's camera in its box's NDC)."""
 
-    box: CropBox
+    boxes: list[CropBox]
     params: FlameSequence
+
+    @property
+    def box(self) -> CropBox:
+        """The first frame's box (a portrait's only one)."""
+        return self.boxes[0]
 
 
 class FaceTracker:
     """Detector + FLAME fitting (landmarks or DECA) + smoothing. Close it (or use ``with``) to free MediaPipe."""
 
     def __init__(self, flame: FLAME, cfg: TrackConfig | None = None, device: str | torch.device = "cpu",
-                 timings: StageTimes | None = None) -> None:
+                 timings: StageTimes | None = None, default_recipe: CropRecipe = "gdpw", crop_size: int = 256) -> None:
         self.cfg = cfg = cfg or TrackConfig()
+        self.recipe: CropRecipe = default_recipe if cfg.crop == "auto" else cfg.crop
+        self.crop_size = crop_size  # the official recipe maps its box onto this many pixels
+        self.smoothing: Smoothing = smoothing(cfg.fit, self.recipe)
         self.flame = flame
         self.device = torch.device(device)
         self.timings = StageTimes() if timings is None else timings
@@ -107,19 +119,26 @@ class FaceTracker:
                               f"need {self.cfg.min_face_pixels})")
         return face.ibug68, face.irises
 
+    def box(self, landmarks: np.ndarray) -> CropBox:
+        """The crop box of a face by the tracker's recipe."""
+        if self.recipe == "official":
+            return official_boxes(landmarks, self.crop_size)[1]
+        return crop_box(landmarks, self.cfg.crop_scale)
+
     def fit_image(self, image: np.ndarray, what: str = "the source image") -> Track:
         """One portrait: its crop box and a one-frame fit."""
         lmk, iris = self.landmarks(image, what)
-        box = crop_box(lmk, self.cfg.crop_scale)
+        box = self.box(lmk)
         with self.timings.stage("fit"):
             if self.deca is not None:
-                params = self._deca([image], [lmk], box)
+                params = self._deca([image], [lmk], [box], fps=1.0)
             else:
-                params = self.fitter.fit(_ndc(box, [lmk]), _ndc(box, [iris]))
-        return Track(box, params)
+                params = self.fitter.fit(_ndc([box], [lmk]), _ndc([box], [iris]))
+        return Track([box], params)
 
     def track(self, frames: Sequence[np.ndarray], fps: float, shape: torch.Tensor | None = None) -> Track:
-        """A video, inside the box of its first detected face; ``shape`` given keeps the identity fixed.
+        """A video; ``shape`` given keeps the identity fixed. gdpw's recipe crops every frame like
+        the first detected face, the official one each frame by its own landmarks.
 
         Frames where no face is found reuse the nearest detected frame's landmarks; a video with
         faces in fewer than half of its frames is refused. Several faces without a chosen index
@@ -137,24 +156,27 @@ class FaceTracker:
         filled = [f if f is not None else found[min(hits, key=lambda h: abs(h - i))] for i, f in enumerate(found)]
         lmks = [f[0] for f in filled if f is not None]
         irises = [f[1] for f in filled if f is not None]
-        box = crop_box(lmks[0], self.cfg.crop_scale)
+        boxes = [self.box(x) for x in lmks] if self.recipe == "official" else [self.box(lmks[0])] * len(lmks)
         with self.timings.stage("fit"):
             if self.deca is not None:
-                params = smooth_fit(self._deca(list(frames), lmks, box), fps, self.cfg.fit)
+                params = self._deca(list(frames), lmks, boxes, fps)
             else:
-                params = self.fitter.track(_ndc(box, lmks), _ndc(box, irises), fps=fps, shape=shape)
-        return Track(box, params)
+                params = smooth_fit(self.fitter.track(_ndc(boxes, lmks), _ndc(boxes, irises), shape=shape), fps, self.smoothing)
+        return Track(boxes, params)
 
-    def _deca(self, images: list[np.ndarray], lmks: list[np.ndarray], box: CropBox) -> FlameSequence:
-        """DECA fits in batches (one shape, the mean of the batches'), cameras in ``box``'s NDC."""
-        from .deca import deca_fit
+    def _deca(self, images: list[np.ndarray], lmks: list[np.ndarray], boxes: list[CropBox], fps: float) -> FlameSequence:
+        """DECA's codes in batches, smoothed over time (expression, pose, camera), then their cameras
+        moved from each DECA crop into ``boxes``' NDC: the official order."""
+        from .deca import deca_codes, deca_sequence
 
         assert self.deca is not None
-        parts = [deca_fit(self.deca, images[i : i + DECA_BATCH], lmks[i : i + DECA_BATCH], [box] * len(images[i : i + DECA_BATCH]),
-                          self.flame.n_shape, self.flame.n_expression).to("cpu") for i in range(0, len(images), DECA_BATCH)]
-        return FlameSequence.cat(parts, shape=torch.stack([p.shape for p in parts]).mean(0))
+        parts = [deca_codes(self.deca, images[i : i + DECA_BATCH], lmks[i : i + DECA_BATCH]) for i in range(0, len(images), DECA_BATCH)]
+        codes = {k: torch.cat([p[0][k].cpu() for p in parts]) for k in ("shape", "exp", "pose", "cam")}
+        codes.update({k: self.smoothing(codes[k], fps) for k in ("exp", "pose", "cam")})
+        deca_boxes = [b for p in parts for b in p[1]]
+        return deca_sequence(codes, deca_boxes, boxes, self.flame.n_shape, self.flame.n_expression)
 
 
-def _ndc(box: CropBox, points: Sequence[np.ndarray]) -> torch.Tensor:
-    """(T, N, 2) points in ``box``'s NDC."""
-    return torch.from_numpy(np.stack([box.to_ndc(p) for p in points])).float()
+def _ndc(boxes: Sequence[CropBox], points: Sequence[np.ndarray]) -> torch.Tensor:
+    """(T, N, 2) points, each frame's in its box's NDC."""
+    return torch.from_numpy(np.stack([box.to_ndc(p) for box, p in zip(boxes, points)])).float()

@@ -107,3 +107,22 @@ def euler_to_axis_angle(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tens
     rx = batch_rodrigues(torch.stack([pitch, torch.zeros_like(pitch), torch.zeros_like(pitch)], 1))
     rz = batch_rodrigues(torch.stack([torch.zeros_like(roll), torch.zeros_like(roll), roll], 1))
     return matrix_to_axis_angle(ry @ rx @ rz)
+
+
+def axis_angle_to_euler_yxz(rot_vecs: torch.Tensor) -> torch.Tensor:
+    """Axis-angle (N, 3) to extrinsic 'yxz' Euler angles (N, 3) [about y, about x, about z], radians:
+    ``R = Rz(c) Rx(b) Ry(a)`` (SciPy's ``as_euler('yxz')``, the official edits' convention)."""
+    r = batch_rodrigues(rot_vecs)
+    b = torch.asin(r[:, 2, 1].clamp(-1.0, 1.0))
+    a = torch.atan2(-r[:, 2, 0], r[:, 2, 2])
+    c = torch.atan2(-r[:, 0, 1], r[:, 1, 1])
+    return torch.stack([a, b, c], 1)
+
+
+def euler_yxz_to_axis_angle(angles: torch.Tensor) -> torch.Tensor:
+    """Extrinsic 'yxz' Euler angles (N, 3) [about y, about x, about z], radians, to axis-angle (N, 3)."""
+    zero = torch.zeros_like(angles[:, 0])
+    ry = batch_rodrigues(torch.stack([zero, angles[:, 0], zero], 1))
+    rx = batch_rodrigues(torch.stack([angles[:, 1], zero, zero], 1))
+    rz = batch_rodrigues(torch.stack([zero, zero, angles[:, 2]], 1))
+    return matrix_to_axis_angle(rz @ rx @ ry)

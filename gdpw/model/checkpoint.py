@@ -5,7 +5,11 @@ official key names. gdpw's own format adds the typed configs, so a file is self-
 
     {"format": "gdpw", "version": 1, "generator_config": {...}, "generator": state_dict,
      "discriminator_config": {...} | None, "discriminator": state_dict | None, "global_step": int,
-     "image_size": int}
+     "image_size": int, "recipe": "gdpw" | "official", "antialias": bool}
+
+``recipe`` and ``antialias`` say how the training data were prepared (crop recipe, antialiased
+guidance), so inference prepares inputs the same way; released checkpoints are the official recipe
+with antialiasing, and gdpw files written before these keys existed read as gdpw's recipe without.
 
 ``load_checkpoint`` reads either; ``convert_official`` turns a released file into gdpw's.
 Every key and shape is checked against the network the config describes, and the first bad key
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gdpw.common.crop import CropRecipe
 from gdpw.common.errors import CheckpointError
 from gdpw.common.files import atomic_write
 
@@ -45,6 +50,8 @@ class Checkpoint:
     discriminator: dict[str, torch.Tensor] | None = None
     global_step: int = 0
     image_size: int = 256  # the crop size the generator was trained at (released: 256)
+    recipe: CropRecipe = "gdpw"  # how its training faces were cropped (released: the official recipe)
+    antialias: bool = False  # whether its guidance maps were antialiased (released: yes, nvdiffrast)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +63,8 @@ class Checkpoint:
             "discriminator": self.discriminator,
             "global_step": self.global_step,
             "image_size": self.image_size,
+            "recipe": self.recipe,
+            "antialias": self.antialias,
         }
 
     def build_generator(self) -> Generator:
@@ -181,7 +190,8 @@ def checkpoint_from_official(raw: Mapping[str, Any], **generator_overrides: Any)
         disc_cfg = infer_discriminator_config(disc_state)
         check_state_dict(MultiScaleDiscriminator(disc_cfg), disc_state, "discriminator")
     step = raw.get("global_step", 0)
-    return Checkpoint(gen_cfg, gen_state, disc_cfg, disc_state, int(step) if step is not None else 0)
+    return Checkpoint(gen_cfg, gen_state, disc_cfg, disc_state, int(step) if step is not None else 0,
+                      recipe="official", antialias=True)
 
 
 def checkpoint_from_gdpw(raw: Mapping[str, Any]) -> Checkpoint:
@@ -194,9 +204,11 @@ def checkpoint_from_gdpw(raw: Mapping[str, Any]) -> Checkpoint:
             disc_cfg = DiscriminatorConfig.from_dict(raw["discriminator_config"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"gdpw checkpoint has a bad config: {err}") from None
-    ckpt = Checkpoint(
-        gen_cfg, raw["generator"], disc_cfg, raw.get("discriminator"), int(raw.get("global_step", 0)), int(raw.get("image_size", 256))
-    )
+    recipe = raw.get("recipe", "gdpw")
+    if recipe not in ("gdpw", "official"):
+        raise CheckpointError(f"gdpw checkpoint has an unknown crop recipe {recipe!r}")
+    ckpt = Checkpoint(gen_cfg, raw["generator"], disc_cfg, raw.get("discriminator"), int(raw.get("global_step", 0)),
+                      int(raw.get("image_size", 256)), recipe, bool(raw.get("antialias", False)))
     check_state_dict(Generator(gen_cfg), ckpt.generator, "generator")
     if disc_cfg is not None and ckpt.discriminator is not None:
         check_state_dict(MultiScaleDiscriminator(disc_cfg), ckpt.discriminator, "discriminator")

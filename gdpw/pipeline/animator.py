@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gdpw.common.config import flat
-from gdpw.common.crop import CropBox, crop, paste_back
+from gdpw.common.crop import CropBox, CropRecipe, crop, paste_back
 from gdpw.common.errors import CheckpointError, ConfigError
 from gdpw.common.images import resize_to_height, to_tensor, to_uint8
 from gdpw.common.timing import StageTimes
@@ -42,6 +42,7 @@ class AnimateConfig:
     device: str = "cpu"  # torch device of the generator and the renderer
     batch_size: int = 8  # driving frames generated together
     paste_back: bool = True  # put the result back into the full source frame (else the crop alone)
+    antialias: bool | None = None  # antialiased guidance maps; default: as the checkpoint was trained
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
 
@@ -103,8 +104,15 @@ class Animator:
         folded = fold_for_inference(self.checkpoint.build_generator(), max_conv_bytes)
         self.generator = folded.to(self.device).to(memory_format=torch.channels_last)
         self.size = self.checkpoint.image_size
+        self.antialias = self.checkpoint.antialias if cfg.antialias is None else cfg.antialias
         self.timings = StageTimes()
-        self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings)
+        self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings,
+                                   default_recipe=self.checkpoint.recipe, crop_size=self.size)
+
+    @property
+    def recipe(self) -> CropRecipe:
+        """The crop recipe in use: the official one (absolute motion, Euler edits) or gdpw's."""
+        return self.tracker.recipe
 
     def close(self) -> None:
         self.tracker.close()
@@ -127,7 +135,7 @@ class Animator:
     @torch.no_grad()
     def generate(self, source: Source, target: FlameSequence) -> np.ndarray:
         """Generated crops (T, S, S, 3) uint8 for every frame of ``target``."""
-        guided = GuidedGenerator(self.generator, self.flame.faces)
+        guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias)
         size = (self.size, self.size)
         img_s = to_tensor(source.crop)[None].to(self.device).contiguous(memory_format=torch.channels_last)
         with self.timings.stage("render"):
@@ -159,11 +167,13 @@ class Animator:
 
     # -- whole jobs ----------------------------------------------------------------------------
     def animate(self, source_image: np.ndarray, driving_frames: Sequence[np.ndarray], fps: float = 25.0,
-                motion: Motion = "relative", side_by_side: bool = False) -> AnimationResult:
-        """Animate a portrait with a driving video (frames as RGB uint8 arrays)."""
+                motion: Motion | None = None, side_by_side: bool = False) -> AnimationResult:
+        """Animate a portrait with a driving video (frames as RGB uint8 arrays). ``motion``: the
+        official recipe's default is absolute (as ``face_reenact_demo``), gdpw's relative."""
         self.timings.clear()
         source = self.prepare_source(source_image)
         driving = self.track_driving(driving_frames, fps)
+        motion = motion or ("absolute" if self.recipe == "official" else "relative")
         crops = self.generate(source, transfer_motion(source.fit, driving.params, motion))
         return AnimationResult(self.compose(source, crops, driving_frames, side_by_side), crops, dict(self.timings))
 

@@ -11,9 +11,16 @@ from typing import Any
 import torch
 
 from gdpw.common.config import from_dict
+from gdpw.common.crop import CropRecipe
 from gdpw.common.errors import ConfigError
 from gdpw.flame import FlameSequence
-from gdpw.flame.lbs import batch_rodrigues, euler_to_axis_angle, matrix_to_axis_angle
+from gdpw.flame.lbs import (
+    axis_angle_to_euler_yxz,
+    batch_rodrigues,
+    euler_to_axis_angle,
+    euler_yxz_to_axis_angle,
+    matrix_to_axis_angle,
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,14 @@ def parse_components(text: str | None) -> dict[int, float]:
     return out
 
 
-def apply_edit(fit: FlameSequence, edit: EditSpec, frame: int = 0) -> FlameSequence:
-    """A one-frame fit with ``edit`` applied to frame ``frame`` of ``fit``."""
+def apply_edit(fit: FlameSequence, edit: EditSpec, frame: int = 0, convention: CropRecipe = "gdpw") -> FlameSequence:
+    """A one-frame fit with ``edit`` applied to frame ``frame`` of ``fit``.
+
+    Head and jaw angles follow the recipe: gdpw turns the head about the world's axes (yaw, then
+    pitch, then roll composed onto the fit's rotation) and opens the jaw about its x axis; the
+    official ``face_edit_demo`` adds to the extrinsic 'yxz' Euler angles of the head (yaw, pitch,
+    roll) and of the jaw (the opening is the angle about x).
+    """
     rad = math.pi / 180
     exp = fit.expression[frame : frame + 1].clone()
     for k, v in edit.expression.items():
@@ -67,21 +80,27 @@ def apply_edit(fit: FlameSequence, edit: EditSpec, frame: int = 0) -> FlameSeque
             raise ConfigError(f"shape component {k} out of range (0..{shape.shape[0] - 1})")
         shape[k] = v
     base = torch.zeros(1, 3) if edit.frontalize else fit.global_pose[frame : frame + 1]
-    turn = euler_to_axis_angle(torch.tensor([edit.yaw * rad]), torch.tensor([edit.pitch * rad]), torch.tensor([edit.roll * rad]))
-    pose = matrix_to_axis_angle(batch_rodrigues(turn) @ batch_rodrigues(base))
     jaw = fit.jaw_pose[frame : frame + 1].clone()
-    jaw[0, 0] += edit.jaw * rad
+    if convention == "official":
+        turn = torch.tensor([[edit.yaw, edit.pitch, edit.roll]], dtype=base.dtype) * rad
+        pose = euler_yxz_to_axis_angle(axis_angle_to_euler_yxz(base) + turn)
+        jaw = euler_yxz_to_axis_angle(axis_angle_to_euler_yxz(jaw) + torch.tensor([[0.0, edit.jaw * rad, 0.0]], dtype=jaw.dtype))
+    else:
+        turn = euler_to_axis_angle(torch.tensor([edit.yaw * rad]), torch.tensor([edit.pitch * rad]), torch.tensor([edit.roll * rad]))
+        pose = matrix_to_axis_angle(batch_rodrigues(turn) @ batch_rodrigues(base))
+        jaw[0, 0] += edit.jaw * rad
     eye = fit.eye_pose[frame : frame + 1].clone()
     eye[0, [1, 4]] += edit.gaze_x * rad
     eye[0, [0, 3]] += edit.gaze_y * rad
     return fit.select(frame).replace(shape=shape, expression=exp, global_pose=pose, jaw_pose=jaw, eye_pose=eye)
 
 
-def sweep(fit: FlameSequence, base: EditSpec, name: str, start: float, stop: float, steps: int) -> FlameSequence:
+def sweep(fit: FlameSequence, base: EditSpec, name: str, start: float, stop: float, steps: int,
+          convention: CropRecipe = "gdpw") -> FlameSequence:
     """Frames that move edit field ``name`` from ``start`` to ``stop`` and back."""
     if name not in {f.name for f in fields(EditSpec)} or name in ("expression", "shape", "frontalize"):
         raise ConfigError(f"cannot sweep {name!r}; sweep one of yaw, pitch, roll, jaw, gaze_x, gaze_y")
     values = torch.linspace(start, stop, steps).tolist()
     values = values + values[::-1][1:]
-    frames = [apply_edit(fit, replace(base, **{name: v})) for v in values]
+    frames = [apply_edit(fit, replace(base, **{name: v}), convention=convention) for v in values]
     return FlameSequence.cat(frames)

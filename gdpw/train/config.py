@@ -59,6 +59,7 @@ class TrainConfig:
     image_size: int | None = None  # crop size; None: the dataset's (checked against it when given)
     seed: int = 0
     flame: str | None = None  # FLAME generic_model.pkl; None uses the demo head
+    antialias: bool = False  # antialiased guidance maps (the official renderer's; the released models' input)
     engine: Literal["torch", "accelerate"] = "torch"  # accelerate: multi-GPU / multi-node through HF Accelerate
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 / fp16: autocast on GPU
     log_every: int = 50

@@ -120,7 +120,7 @@ class Trainer:
             self.gen, self.opt_g, *rest = self.accel.prepare(self.gen, self.opt_g, *([self.disc, self.opt_d] if self.disc else []))
             if self.disc is not None:
                 self.disc, self.opt_d = rest
-        self.guided = GuidedGenerator(self.gen, self.flame.faces.to(self.device))
+        self.guided = GuidedGenerator(self.gen, self.flame.faces.to(self.device), antialias=cfg.antialias)
         if resume and self.ckpt_path.exists():
             self.load(self.ckpt_path)
 
@@ -311,6 +311,8 @@ class Trainer:
             {k: v.detach().cpu() for k, v in disc.state_dict().items()} if disc is not None else None,
             self.step,
             self.image_size,
+            self.dataset.source.recipe,
+            self.cfg.antialias,
         )
 
     def save(self) -> None:
