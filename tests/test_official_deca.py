@@ -92,3 +92,120 @@ def test_a_deca_embedding_fits_with_the_dynamic_contour(path: Path, standin_flam
     assert float(fit.landmark_error[0]) < 0.01  # NDC of the 224 crop
     pose_err = (fit.global_pose[0] - torch.from_numpy(case[f"{name}/split/pose"][:3])).abs().max()
     assert pose_err < 0.05, pose_err  # radians
+
+
+def _image(case: dict[str, np.ndarray], name: str) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(case[f"{name}/image_bytes"].tobytes())).convert("RGB"))
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_official_crops(path: Path) -> None:
+    from gdpw.common.crop import DECA_SIZE, OFFICIAL_SIZE, crop, official_boxes, official_geometry
+
+    case, meta = _case(path)
+    for name in (meta["source"], meta["driving"]):
+        lmk = case[f"{name}/landmarks_used"]
+        cx, cy, old_size = official_geometry(lmk)
+        assert np.allclose([cx, cy], case[f"{name}/center"], atol=1e-9) and abs(old_size - case[f"{name}/old_size"]) < 1e-9
+        deca, out = official_boxes(lmk)
+        image = _image(case, name)
+        for box, size, key in ((deca, DECA_SIZE, "224"), (out, OFFICIAL_SIZE, "256")):
+            assert np.abs(box.image_transform(size) - case[f"{name}/tform_{key}"]).max() <= 1e-6  # pixels
+            diff = np.abs(crop(image, box, size).astype(int) - case[f"{name}/crop_{key}"].astype(int))
+            assert diff.max() <= 1, (name, key, diff.max())
+        # vertices and landmarks: the official 256 NDC is pixel index / 256 * 2 - 1 in the 256 crop
+        px = (case[f"{name}/tform_256"] @ np.c_[lmk, np.ones(len(lmk))].T).T[:, :2]
+        assert np.abs(out.to_ndc(lmk) - (px / OFFICIAL_SIZE * 2 - 1)).max() <= 1e-6 * 2 / OFFICIAL_SIZE
+
+
+class _CodeEncoder(torch.nn.Module):
+    """DECA's encoder with its output fixed to the case's codes (as the fixture was made); it
+    checks the crops it is given against the official ones."""
+
+    def __init__(self, codes: torch.Tensor, crops: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.codes, self.crops = codes, crops
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        from gdpw.common.images import to_uint8
+        from gdpw.fit.deca import split_code
+
+        if self.crops is not None:
+            assert np.abs(to_uint8(images).astype(int) - self.crops.astype(int)).max() <= 1
+        return split_code(self.codes[: images.shape[0]])
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_deca_split_camera_and_vertices_in_the_crop(path: Path, standin_flame_pkl: Path) -> None:
+    from gdpw.common.crop import official_boxes
+    from gdpw.fit.deca import deca_fit, split_code
+
+    case, meta = _case(path)
+    flame = FLAME(standin_flame_pkl)
+    for name in (meta["source"], meta["driving"]):
+        code = torch.from_numpy(case[f"{name}/code"])[None]
+        split = split_code(code)
+        for k in ("shape", "tex", "exp", "pose", "cam", "light", "eye_pose"):
+            assert torch.equal(split[k][0], torch.from_numpy(case[f"{name}/split/{k}"])), k
+        lmk = case[f"{name}/landmarks_used"]
+        encoder = _CodeEncoder(code, case[f"{name}/crop_224"][None])
+        fit = deca_fit(encoder, [_image(case, name)], [lmk], [official_boxes(lmk)[1]], flame.n_shape, flame.n_expression)
+        with torch.no_grad():
+            verts = fit.image_vertices(flame)[0, :, :2].numpy()
+        assert np.abs(verts - case[f"{name}/verts_256ndc"][:, :2]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_official_smoothing_and_reenactment(path: Path, standin_flame_pkl: Path) -> None:
+    """The driving codes smoothed with the official One-Euro filter, then decoded with the source's
+    shape and moved into each driving frame's crop: what the official generator receives."""
+    from gdpw.common.crop import official_boxes
+    from gdpw.fit.deca import convert_camera
+    from gdpw.fit.fitter import RECIPE_SMOOTHING
+    from gdpw.flame import FlameSequence
+
+    case, meta = _case(path)
+    smooth = RECIPE_SMOOTHING["official"]
+    for k in ("exp", "pose", "cam"):
+        got = smooth(torch.from_numpy(case[f"reenact/raw/{k}"]), fps=25.0)  # per frame: fps plays no part
+        assert (got - torch.from_numpy(case[f"reenact/smoothed/{k}"])).abs().max() <= 1e-6, k  # measured: 0 (bitwise)
+    flame = FLAME(standin_flame_pkl)
+    src, drv = meta["source"], meta["driving"]
+    deca_box, out_box = official_boxes(case[f"{drv}/landmarks_used"])
+    for variant in ("raw", "smoothed"):
+        r = {k: torch.from_numpy(case[f"reenact/{variant}/{k}"]) for k in ("shape", "exp", "pose", "cam")}
+        assert torch.equal(r["shape"][0], torch.from_numpy(case[f"{src}/split/shape"]))  # absolute motion, source shape
+        cams = torch.stack([convert_camera(c, deca_box, out_box) for c in r["cam"]])
+        seq = FlameSequence(r["shape"][0], r["exp"], r["pose"][:, :3], r["pose"][:, 3:], torch.zeros(len(cams), 6), cams)
+        with torch.no_grad():
+            verts = seq.image_vertices(flame)[..., :2].numpy()
+        assert np.abs(verts - case[f"reenact/{variant}/verts_256ndc"][..., :2]).max() <= 1e-4, variant
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_official_edits(path: Path, standin_flame_pkl: Path) -> None:
+    from gdpw.flame import FlameSequence
+    from gdpw.pipeline import EditSpec, apply_edit
+
+    case, meta = _case(path)
+    flame = FLAME(standin_flame_pkl)
+    name = meta["source"]
+    split = {k: torch.from_numpy(case[f"{name}/split/{k}"])[None] for k in ("shape", "exp", "pose", "cam")}
+    fit = FlameSequence(split["shape"][0], split["exp"], split["pose"][:, :3], split["pose"][:, 3:], torch.zeros(1, 6), split["cam"])
+    for key in ("edit/jaw_pitch_plus8", "edit/head_yaw_plus15"):
+        before, after = (np.array(meta[key][f"{part}_euler_yxz_deg_{when}"]) for when in ("before", "after")
+                         for part in ["jaw" if "jaw" in key else "head"])
+        change = after - before  # degrees about y, x, z
+        spec = EditSpec(jaw=float(change[1])) if "jaw" in key else EditSpec(yaw=float(change[0]), pitch=float(change[1]),
+                                                                            roll=float(change[2]))
+        edited = apply_edit(fit, spec, convention="official")
+        pose = torch.cat([edited.global_pose, edited.jaw_pose], 1)[0]
+        assert (pose - torch.from_numpy(case[f"{key}/pose"])).abs().max() <= 1e-5, key
+        with torch.no_grad():
+            verts = flame(edited.params()).vertices[0].numpy()
+        assert np.abs(verts - case[f"{key}/verts_world"]).max() <= 1e-5, key

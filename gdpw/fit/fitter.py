@@ -47,20 +47,23 @@ class OneEuroFilter:
         self.freq, self.min_cutoff, self.beta, self.d_cutoff = freq, min_cutoff, beta, d_cutoff
 
     @staticmethod
-    def _alpha(cutoff: float | torch.Tensor, freq: float) -> torch.Tensor:
-        tau = 1.0 / (2 * np.pi * torch.as_tensor(cutoff))
-        return 1.0 / (1.0 + tau * freq)
+    def _alpha(cutoff: float | torch.Tensor, t_e: float) -> float | torch.Tensor:
+        r = 2 * np.pi * cutoff * t_e
+        return r / (r + 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Filter a (T, ...) sequence."""
+        """Filter a (T, ...) sequence; frame 0 is kept. The operations and their order are the
+        reference implementation's (the cutoff per element, ``a x + (1 - a) x_prev``), so float32
+        results match it bit for bit."""
         out = x.clone()
+        t_e = 1.0 / self.freq
         dx_prev = torch.zeros_like(x[0])
+        a_d = self._alpha(self.d_cutoff, t_e)
         for t in range(1, x.shape[0]):
-            dx = (x[t] - out[t - 1]) * self.freq
-            dx_hat = dx_prev + self._alpha(self.d_cutoff, self.freq) * (dx - dx_prev)
-            cutoff = self.min_cutoff + self.beta * dx_hat.abs()
-            a = self._alpha(cutoff, self.freq)
-            out[t] = out[t - 1] + a * (x[t] - out[t - 1])
+            dx = (x[t] - out[t - 1]) / t_e
+            dx_hat = a_d * dx + (1 - a_d) * dx_prev
+            a = self._alpha(self.min_cutoff + self.beta * dx_hat.abs(), t_e)
+            out[t] = a * x[t] + (1 - a) * out[t - 1]
             dx_prev = dx_hat
         return out
 
