@@ -337,3 +337,55 @@ def test_app_with_a_separate_landmark_embedding(flame_pickle_and_embedding: tupl
         assert source.fit.shape.shape == (300,) and float(source.fit.landmark_error[0]) < 0.05
     finally:
         state.close()
+
+
+@pytest.fixture(scope="module")
+def released_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generator saved the released way ({generator, discriminator, global_step}, official keys)."""
+    from gdpw.model import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(guidance="neural_codes", base_chns=8, max_chns=16, num_levels=4)
+    path = tmp_path_factory.mktemp("released") / "released_neural_codes.pth"
+    torch.save({"generator": Generator(cfg).state_dict(), "discriminator": None, "global_step": 270000}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def deca_embedding(flame_pickle_and_embedding: tuple[Path, Path]) -> Path:
+    """DECA's landmark_embedding.npy layout (51 static points, full 68, 79 x 17 dynamic contour)
+    for the demo head: the official fixture's stand-in."""
+    from .test_official_deca import CASES
+
+    z = np.load(CASES[0])
+    emb = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("standin_landmark_embedding/")}
+    path = flame_pickle_and_embedding[0].parent / "deca_landmark_embedding.npy"
+    np.save(path, emb)
+    return path
+
+
+def test_a_released_checkpoint_runs_the_official_preset(released_checkpoint: Path, flame_pickle_and_embedding: tuple[Path, Path],
+                                                        deca_embedding: Path, astronaut: Path, driving_video: Path,
+                                                        tmp_path: Path) -> None:
+    from PIL import Image
+
+    from gdpw.common.crop import official_boxes
+    from gdpw.flame import HeadConfig
+
+    pkl, _ = flame_pickle_and_embedding
+    head = HeadConfig(str(pkl), str(deca_embedding))
+    with Animator(AnimateConfig(checkpoint=str(released_checkpoint), head=head)) as animator:
+        assert animator.recipe == "official" and animator.antialias and animator.size == 256
+        image = np.asarray(Image.open(astronaut))
+        source = animator.prepare_source(image)
+        lmk, _ = animator.tracker.landmarks(image, "the source image")
+        assert source.box == official_boxes(lmk)[1] and source.crop.shape == (256, 256, 3)
+    args = ["animate", "--source", str(astronaut), "--driving", str(driving_video), "--max-frames", "3",
+            "--checkpoint", str(released_checkpoint), "--flame", str(pkl), "--landmark-embedding", str(deca_embedding)]
+    assert main(args + ["-o", str(tmp_path / "landmarks.mp4")]) == 0
+    assert read_video(tmp_path / "landmarks.mp4")[0].shape[0] == 3
+    from .test_deca import _deca_file
+
+    deca = _deca_file(tmp_path / "deca_model.tar")
+    assert main(args + ["-o", str(tmp_path / "deca.mp4"), "--fitter", "deca", "--deca-model", str(deca)]) == 0
+    assert read_video(tmp_path / "deca.mp4")[0].shape[0] == 3

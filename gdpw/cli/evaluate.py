@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"{len(names)} --name for {len(paths)} --checkpoint")
     flame = cfg.head.load()
     ckpts = {n: load_checkpoint(c) for n, c in zip(names, paths)}
-    check_dataset(args.data, flame, {n: c.image_size for n, c in ckpts.items()})
-    methods = {n: generator_method(GuidedGenerator(fold_for_inference(c.build_generator(), CPU_MAX_CONV_BYTES), flame.faces))
-               for n, c in ckpts.items()}
+    check_dataset(args.data, flame, ckpts)
+    methods = {n: generator_method(GuidedGenerator(fold_for_inference(c.build_generator(), CPU_MAX_CONV_BYTES), flame.faces,
+                                                   antialias=c.antialias)) for n, c in ckpts.items()}
     if cfg.baselines:
         methods.update(baseline_methods(flame.faces))
     out = Path(args.output) if args.output else None

@@ -30,6 +30,7 @@ from gdpw.data import GdpwClipSource
 from gdpw.data.dataset import ClipInfo, clip_params, load_clip, read_index
 from gdpw.flame import FLAME, HeadConfig
 from gdpw.model import GuidedGenerator
+from gdpw.model.checkpoint import Checkpoint
 from gdpw.model.warp import backward_warp
 from gdpw.render import render_guidance
 
@@ -51,9 +52,15 @@ class EvalConfig:
     head: HeadConfig = flat(HeadConfig)  # the FLAME model the dataset was fitted with
 
 
-def check_dataset(root: str, flame: FLAME, image_sizes: dict[str, int]) -> None:
-    """The dataset's vertex count against the FLAME model, its crop size against each checkpoint's."""
+def check_dataset(root: str, flame: FLAME, checkpoints: dict[str, Checkpoint]) -> None:
+    """The dataset's vertex count against the FLAME model, its crop size and crop recipe against each checkpoint's."""
     index, _ = read_index(root)
+    recipe = index.get("crop", "gdpw")
+    for name, ckpt in checkpoints.items():
+        if ckpt.recipe != recipe:
+            raise CheckpointError(f"{name} was trained on faces cropped by the {ckpt.recipe} recipe but {root} was "
+                                  f"cropped by the {recipe} recipe; preprocess it with that recipe")
+    image_sizes = {name: ckpt.image_size for name, ckpt in checkpoints.items()}
     if index.get("num_verts") != flame.num_verts:
         raise DatasetError(f"{root} was fitted with a {index.get('num_verts')}-vertex model but the FLAME model has "
                            f"{flame.num_verts}; evaluate with the FLAME model it was made with")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -71,6 +73,29 @@ def face_landmarker_task() -> Path:
     return path
 
 
+class DetectedFace(Protocol):
+    """What tracking needs of a face, in image pixels (x right, y down; pixel centres at integers)."""
+
+    @property
+    def ibug68(self) -> np.ndarray: ...  # (68, 2) iBUG landmarks
+
+    @property
+    def irises(self) -> np.ndarray: ...  # (2, 2) iris centres, image-left eye first
+
+    def box(self) -> tuple[float, float, float, float]: ...
+
+
+class FaceDetector(Protocol):
+    """Anything that finds faces with 68 iBUG landmarks: MediaPipe's face landmarker (the default)
+    or, to match the official pipeline's FAN more closely, another one given to ``FaceTracker``."""
+
+    def detect(self, image: np.ndarray) -> Sequence[DetectedFace]:
+        """Faces in an RGB uint8 image, largest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class MediaPipeDetector:
     """Faces in an RGB uint8 image, largest first. Use as a context manager or call ``close``."""
 
@@ -116,7 +141,7 @@ class MediaPipeDetector:
         self.close()
 
 
-def pick_face(faces: list[FaceLandmarks], face_index: int | None, what: str) -> FaceLandmarks:
+def pick_face(faces: Sequence[DetectedFace], face_index: int | None, what: str) -> DetectedFace:
     """The face to use: the only one, or ``face_index`` (0 = largest) when there are several."""
     if not faces:
         raise NoFaceError(f"no face found in {what}")

@@ -26,7 +26,7 @@ from gdpw.common.errors import NoFaceError
 from gdpw.common.timing import StageTimes
 from gdpw.flame import FLAME, FlameSequence
 
-from .detect import MediaPipeDetector, pick_face
+from .detect import FaceDetector, MediaPipeDetector, pick_face
 from .fitter import FitConfig, LandmarkFitter, Smoothing, smooth_fit, smoothing
 
 DECA_BATCH = 16
@@ -66,7 +66,8 @@ class FaceTracker:
     """Detector + FLAME fitting (landmarks or DECA) + smoothing. Close it (or use ``with``) to free MediaPipe."""
 
     def __init__(self, flame: FLAME, cfg: TrackConfig | None = None, device: str | torch.device = "cpu",
-                 timings: StageTimes | None = None, default_recipe: CropRecipe = "gdpw", crop_size: int = 256) -> None:
+                 timings: StageTimes | None = None, default_recipe: CropRecipe = "gdpw", crop_size: int = 256,
+                 detector: FaceDetector | None = None) -> None:
         self.cfg = cfg = cfg or TrackConfig()
         self.recipe: CropRecipe = default_recipe if cfg.crop == "auto" else cfg.crop
         self.crop_size = crop_size  # the official recipe maps its box onto this many pixels
@@ -74,7 +75,7 @@ class FaceTracker:
         self.flame = flame
         self.device = torch.device(device)
         self.timings = StageTimes() if timings is None else timings
-        self._detector: MediaPipeDetector | None = None
+        self._detector = detector  # MediaPipe's face landmarker unless another is given
         self._fitter: LandmarkFitter | None = None
         self.deca = None
         if cfg.fitter == "deca":
@@ -84,7 +85,7 @@ class FaceTracker:
             self.deca = DecaEncoder.from_file(cfg.deca_model or "deca_model.tar").to(self.device)
 
     @property
-    def detector(self) -> MediaPipeDetector:
+    def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = MediaPipeDetector()
         return self._detector
