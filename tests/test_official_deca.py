@@ -209,3 +209,23 @@ def test_official_edits(path: Path, standin_flame_pkl: Path) -> None:
         with torch.no_grad():
             verts = flame(edited.params()).vertices[0].numpy()
         assert np.abs(verts - case[f"{key}/verts_world"]).max() <= 1e-5, key
+
+
+def test_flames_own_static_and_dynamic_embeddings_make_the_same_68_points(tmp_path: Path) -> None:
+    """FLAME's release: flame_static_embedding.pkl (51 points) beside flame_dynamic_embedding.npy."""
+    import pickle
+
+    case, _ = _case(CASES[0])
+    emb = {k.split("/", 1)[1]: v for k, v in case.items() if k.startswith("standin_landmark_embedding/")}
+    with open(tmp_path / "flame_static_embedding.pkl", "wb") as fh:
+        pickle.dump({"lmk_face_idx": emb["static_lmk_faces_idx"], "lmk_b_coords": emb["static_lmk_bary_coords"]}, fh, protocol=2)
+    alone = load_landmark_embedding(tmp_path / "flame_static_embedding.pkl")
+    assert alone.faces.shape == (51,) and alone.dynamic_faces is None
+    np.save(tmp_path / "flame_dynamic_embedding.npy", {"lmk_face_idx": emb["dynamic_lmk_faces_idx"],
+                                                      "lmk_b_coords": emb["dynamic_lmk_bary_coords"]})
+    both = load_landmark_embedding(tmp_path / "flame_static_embedding.pkl")
+    np.save(tmp_path / "deca.npy", {k: v for k, v in emb.items() if not k.startswith("full")})
+    deca = load_landmark_embedding(tmp_path / "deca.npy")
+    for a, b in ((both.faces, deca.faces), (both.bary, deca.bary), (both.dynamic_faces, deca.dynamic_faces)):
+        assert a is not None and b is not None and np.array_equal(a, b)
+    assert both.faces.shape == (68,)

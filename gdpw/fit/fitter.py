@@ -76,7 +76,8 @@ class LandmarkFitter:
             raise FlameModelError("landmark fitting needs a 68-point landmark embedding: the demo head has one; a FLAME "
                                   "model needs one given beside it (DECA's landmark_embedding.npy or FLAME's static embedding)")
         if flame.lmk_faces_idx.numel() != 68:
-            raise FlameModelError(f"landmark fitting needs 68 landmarks; the embedding has {flame.lmk_faces_idx.numel()}")
+            raise FlameModelError(f"landmark fitting needs 68 landmarks; the embedding has {flame.lmk_faces_idx.numel()} "
+                                  "(FLAME's 51-point static embedding needs flame_dynamic_embedding.npy beside it)")
         self.flame = flame
         self.cfg = cfg or FitConfig()
         # every vertex a landmark may sit on (the dynamic jaw contours too), and the pupils

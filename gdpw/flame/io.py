@@ -225,7 +225,7 @@ class LandmarkEmbedding:
 
 
 def _pair(raw: dict[str, Any], faces_key: str, bary_key: str, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    if faces_key not in raw or bary_key not in raw:
+    if raw.get(faces_key) is None or raw.get(bary_key) is None:
         return None
     faces = np.asarray(raw[faces_key]).astype(np.int64)
     bary = np.asarray(raw[bary_key], dtype=np.float32)
@@ -239,10 +239,23 @@ def load_landmark_embedding(path: str | os.PathLike[str]) -> LandmarkEmbedding:
 
     Reads DECA's ``landmark_embedding.npy`` (``static_lmk_*`` 51 points, ``full_lmk_*`` 68 points,
     ``dynamic_lmk_*`` 79 x 17 contour points: the 68 fitted points are the yaw bin's contour and
-    the 51 static ones), FLAME's ``flame_static_embedding.pkl`` (``lmk_face_idx`` / ``lmk_b_coords``)
-    and MediaPipe-style ``.npz`` embeddings (the same keys).
+    the 51 static ones), FLAME's own ``flame_static_embedding.pkl`` (``lmk_face_idx`` /
+    ``lmk_b_coords``, 51 points, with the contour of ``flame_dynamic_embedding.npy`` when that file
+    lies beside it) and MediaPipe-style ``.npz`` embeddings (the same keys).
     """
     path = Path(path)
+    raw = _read_embedding(path)
+    beside = path.parent / FLAME_DYNAMIC_EMBEDDING
+    if "lmk_face_idx" in raw and "dynamic_lmk_faces_idx" not in raw and beside.is_file() and beside != path:
+        flame_dynamic = _read_embedding(beside)
+        raw = {**raw, "dynamic_lmk_faces_idx": flame_dynamic.get("lmk_face_idx"), "dynamic_lmk_bary_coords": flame_dynamic.get("lmk_b_coords")}
+    return _embedding(raw, path)
+
+
+FLAME_DYNAMIC_EMBEDDING = "flame_dynamic_embedding.npy"
+
+
+def _read_embedding(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FlameFileError(f"landmark embedding not found: {path}")
     if path.suffix == ".npy":
@@ -250,9 +263,11 @@ def load_landmark_embedding(path: str | os.PathLike[str]) -> LandmarkEmbedding:
             obj = np.load(path, allow_pickle=True, encoding="latin1")
         except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
             raise FlameFileError(f"{path}: not a readable landmark embedding ({err})") from None
-        raw = obj.item() if obj.dtype == object and isinstance(obj.item(), dict) else {}
-    else:
-        raw = _read_raw(path)
+        return obj.item() if obj.dtype == object and isinstance(obj.item(), dict) else {}
+    return _read_raw(path)
+
+
+def _embedding(raw: dict[str, Any], path: Path) -> LandmarkEmbedding:
     dynamic = _pair(raw, "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords", path)
     if dynamic is not None and dynamic[0].ndim != 2:
         raise FlameFileError(f"{path}: dynamic_lmk_faces_idx must be (bins, 17), got {dynamic[0].shape}")
