@@ -34,7 +34,8 @@ def _plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
         weight = w / sigma
     else:
         weight = conv.weight.detach()
-    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True,
+                    device=weight.device, dtype=weight.dtype)
     out.weight.data.copy_(weight)
     if conv.bias is not None:
         out.bias.data.copy_(conv.bias.detach())
@@ -69,7 +70,7 @@ class FoldedSpade(nn.Module):
         w_gamma, b_gamma = gamma.weight.detach(), gamma.bias.detach()
         weight = torch.cat([s.view(-1, 1, 1, 1) * w_gamma, beta.weight + t.view(-1, 1, 1, 1) * w_gamma])
         bias = torch.cat([s * (1 + b_gamma), beta.bias + t * (1 + b_gamma)])
-        self.gamma_beta = nn.Conv2d(gamma.in_channels, 2 * self.channels, 3, padding=1)
+        self.gamma_beta = nn.Conv2d(gamma.in_channels, 2 * self.channels, 3, padding=1, device=weight.device, dtype=weight.dtype)
         self.gamma_beta.weight.data.copy_(weight)
         self.gamma_beta.bias.data.copy_(bias)
 
@@ -92,7 +93,7 @@ class SplitConv2d(nn.Module):
         super().__init__()
         self.parts = nn.ModuleList()
         for w, b in zip(conv.weight.detach().split(group_channels), conv.bias.detach().split(group_channels)):
-            part = nn.Conv2d(conv.in_channels, w.shape[0], conv.kernel_size, conv.stride, conv.padding)
+            part = nn.Conv2d(conv.in_channels, w.shape[0], conv.kernel_size, conv.stride, conv.padding, device=w.device, dtype=w.dtype)
             part.weight.data.copy_(w)
             part.bias.data.copy_(b)
             self.parts.append(part)
@@ -119,7 +120,8 @@ CPU_MAX_CONV_BYTES = 8 * 2**20
 
 
 def fold_for_inference(gen: Generator, max_conv_bytes: int | None = None) -> Generator:
-    """A folded copy of ``gen`` (see the module docstring); ``gen`` is left untouched.
+    """A folded copy of ``gen`` (see the module docstring) on ``gen``'s device and in its dtype;
+    ``gen`` is left untouched.
 
     ``max_conv_bytes``: split convs whose weights are larger (``CPU_MAX_CONV_BYTES`` suits the CPU);
     None keeps every conv whole, as GPUs prefer.
