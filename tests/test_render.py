@@ -184,3 +184,39 @@ def test_render_command_writes_pictures(tmp_path: Path, capsys) -> None:
         img = np.asarray(Image.open(tmp_path / f"{name}.png"))
         assert img.shape[0] == 64 and img.std() > 5, name
     assert Image.open(tmp_path / "strip.png").size == (64 * 17, 64)
+
+
+def test_static_path_gives_the_same_fragments_and_maps_without_waiting_on_the_device() -> None:
+    """The fixed-shape rasteriser (for CUDA graphs) equals the default one exactly, antialiasing and
+    gradients included; it traces as one graph where the default path cannot; overflow is reported."""
+    flame = FLAME()
+    g = torch.Generator().manual_seed(3)
+    cam = torch.tensor([[7.0, 0.0, 0.02]]).expand(2, 3)
+    with torch.no_grad():
+        vs = orthographic(flame(FlameParams(global_pose=0.3 * torch.randn(2, 3, generator=g))).vertices, cam)
+        vd = orthographic(flame(FlameParams(global_pose=0.3 * torch.randn(2, 3, generator=g))).vertices, cam)
+    faces, size = flame.faces, (64, 64)
+    for cull in ("official", "before", "none"):
+        a, b = rasterize(vd, faces, size, cull), rasterize(vd, faces, size, cull, static=True)
+        assert torch.equal(a.face_map(), b.face_map()) and torch.equal(a.depth_map(), b.depth_map())
+        assert not bool(b.overflow)
+    embeds = torch.rand(flame.num_verts, 4, requires_grad=True)
+    grads = []
+    for static in (False, True):
+        pat = render_guidance(vs, vd.clone().requires_grad_(True), faces, size, embeds, antialias=True, static=static)
+        maps = (pat.geom_disp, pat.codes_s, pat.codes_d, pat.mask_s, pat.mask_d)
+        grads.append((maps, torch.autograd.grad(sum(m.square().sum() for m in maps[:3]), embeds)[0]))
+    for x, y in zip(grads[0][0], grads[1][0]):
+        assert torch.equal(x, y)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+    assert bool(rasterize(vd, faces, size, static=True, capacity=500).overflow)
+
+    def static_maps(vs: torch.Tensor, vd: torch.Tensor) -> torch.Tensor:
+        return render_guidance(vs, vd, faces, (32, 32), embeds.detach(), antialias=True, static=True).codes_d
+
+    def default_maps(vs: torch.Tensor, vd: torch.Tensor) -> torch.Tensor:
+        return render_guidance(vs, vd, faces, (32, 32), embeds.detach(), antialias=True).codes_d
+
+    assert torch.equal(torch.compile(static_maps, fullgraph=True, backend="eager")(vs, vd), default_maps(vs, vd))
+    with pytest.raises(Exception, match="data-dependent"):
+        torch.compile(default_maps, fullgraph=True, backend="eager")(vs, vd)

@@ -11,6 +11,8 @@ neighbour's colour by ``|0.5 - d|``, ``d`` the crossing's distance from the cove
 All pairs read the input colours; their contributions add up.
 
 The result is differentiable in the colours and, through the crossing positions, in the vertices.
+``static=True`` examines every pixel pair with masks instead of gathering the differing ones, so
+shapes are fixed and nothing waits on the device (CUDA graphs); the result is the same.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def _same_sign(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def antialias(image: torch.Tensor, frags: Fragments, verts: torch.Tensor, faces: torch.Tensor,
-              opposites: torch.Tensor | None = None) -> torch.Tensor:
+              opposites: torch.Tensor | None = None, static: bool = False) -> torch.Tensor:
     """Antialias ``image`` (B, C, H, W) rendered with ``frags`` from image-space ``verts`` (B, V, 3)."""
     b, c, h, w = image.shape
     opposites = edge_opposites(faces) if opposites is None else opposites
@@ -62,13 +64,19 @@ def antialias(image: torch.Tensor, frags: Fragments, verts: torch.Tensor, faces:
     for down in (False, True):
         f0 = face_map[:, :-1, :] if down else face_map[:, :, :-1]
         f1 = face_map[:, 1:, :] if down else face_map[:, :, 1:]
-        bi, yi, xi = torch.nonzero(f0 != f1, as_tuple=True)
-        if bi.numel() == 0:
-            continue
+        differ = f0 != f1
+        if static:  # every pair, masked
+            bi, yi, xi = (g.reshape(-1) for g in torch.meshgrid(*(torch.arange(n, device=image.device) for n in differ.shape),
+                                                                indexing="ij"))
+            differ = differ.reshape(-1)
+        else:
+            bi, yi, xi = torch.nonzero(differ, as_tuple=True)
+            if bi.numel() == 0:
+                continue
         y1, x1 = (yi + 1, xi) if down else (yi, xi + 1)
         tri0, tri1 = face_map[bi, yi, xi], face_map[bi, y1, x1]
         use0 = (tri0 >= 0) & ((tri1 < 0) | (depth_map[bi, yi, xi] < depth_map[bi, y1, x1]))
-        tri = torch.where(use0, tri0, tri1)
+        tri = torch.where(use0, tri0, tri1).clamp_min(0)
         ds = torch.where(use0, 1.0, -1.0).to(verts.dtype)
         ref = torch.stack([torch.where(use0, xi, x1), torch.where(use0, yi, y1)], -1).to(verts.dtype)
         corners = px_verts[bi[:, None], faces[tri]] - ref[:, None]  # (N, 3, 2) relative to the pixel centre
@@ -94,9 +102,11 @@ def antialias(image: torch.Tensor, frags: Fragments, verts: torch.Tensor, faces:
         alpha = ds * (0.5 - dc.clamp(0, 1))
         flat0 = (bi * h + yi) * w + xi
         flat1 = (bi * h + y1) * w + x1
-        hit_idx = hit.nonzero().squeeze(1)
-        alpha = alpha[hit_idx]
-        flat0, flat1 = flat0[hit_idx], flat1[hit_idx]
+        if static:
+            alpha = torch.where(hit & differ, alpha, 0.0)
+        else:
+            hit_idx = hit.nonzero().squeeze(1)
+            alpha, flat0, flat1 = alpha[hit_idx], flat0[hit_idx], flat1[hit_idx]
         deltas.append(alpha[:, None] * (colours[flat1] - colours[flat0]))
         targets.append(torch.where(alpha > 0, flat0, flat1))
     if not deltas:

@@ -41,6 +41,7 @@ def render_driving(
     embeds: torch.Tensor | None = None,
     cull: CullMode = "official",
     antialias: bool = False,
+    static: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The driving pass: displacement field (B, 2, H, W), driving codes (B, D, H, W) when
     ``embeds`` are given, and the driving mesh's coverage (B, 1, H, W). ``antialias`` blends the
@@ -51,18 +52,18 @@ def render_driving(
         attrs_d = torch.cat([attrs_d, embeds.to(attrs_d).expand(verts_d.shape[0], -1, -1)], dim=-1)
     maps_d = interpolate(attrs_d, faces, frags_d)
     if antialias:
-        maps_d = antialias_maps(maps_d, frags_d, verts_d, faces)
+        maps_d = antialias_maps(maps_d, frags_d, verts_d, faces, static=static)
     return maps_d[:, :2], (maps_d[:, 2:] if embeds is not None else None), frags_d.mask()
 
 
 def render_source_codes(
     verts_s: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], embeds: torch.Tensor, cull: CullMode = "official",
-    antialias: bool = False,
+    antialias: bool = False, static: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The source pass: codes (B, D, H, W) on the source mesh and its coverage (B, 1, H, W)."""
-    frags_s = rasterize(verts_s, faces, size, cull)
+    frags_s = rasterize(verts_s, faces, size, cull, static)
     codes = interpolate(embeds, faces, frags_s)
-    return (antialias_maps(codes, frags_s, verts_s, faces) if antialias else codes), frags_s.mask()
+    return (antialias_maps(codes, frags_s, verts_s, faces, static=static) if antialias else codes), frags_s.mask()
 
 
 def render_guidance(
@@ -73,12 +74,13 @@ def render_guidance(
     embeds: torch.Tensor | None = None,
     cull: CullMode = "official",
     antialias: bool = False,
+    static: bool = False,
 ) -> GuidancePatterns:
     """Both patterns for a batch of source and driving meshes: two rasterisations in all."""
-    geom_disp, codes_d, mask_d = render_driving(verts_s, verts_d, faces, size, embeds, cull, antialias)
+    geom_disp, codes_d, mask_d = render_driving(verts_s, verts_d, faces, size, embeds, cull, antialias, static)
     if embeds is None:
-        return GuidancePatterns(geom_disp, None, codes_d, rasterize(verts_s, faces, size, cull).mask(), mask_d)
-    codes_s, mask_s = render_source_codes(verts_s, faces, size, embeds, cull, antialias)
+        return GuidancePatterns(geom_disp, None, codes_d, rasterize(verts_s, faces, size, cull, static).mask(), mask_d)
+    codes_s, mask_s = render_source_codes(verts_s, faces, size, embeds, cull, antialias, static)
     return GuidancePatterns(geom_disp, codes_s, codes_d, mask_s, mask_d)
 
 

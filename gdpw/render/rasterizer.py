@@ -14,6 +14,13 @@ behind it). ``cull="before"`` drops back faces before rasterising; ``cull="none"
 Barycentrics of the winning triangles are recomputed with autograd on, so ``interpolate`` passes
 gradients to per-vertex attributes and, through the barycentrics, to vertex positions (not
 through visibility).
+
+``static=True`` computes the same fragments with shapes fixed by the mesh and the image: the
+candidate (triangle, pixel) pairs go into a buffer of ``capacity`` entries instead of one sized
+by the data, and the fragments are kept for every pixel (``Fragments.covered`` says which hold a
+triangle). Nothing waits on the device, so the pass can be captured in a CUDA graph. A buffer too
+small for the mesh is reported in ``Fragments.overflow`` (a device tensor); render again with the
+default path then.
 """
 
 from __future__ import annotations
@@ -44,11 +51,13 @@ class Fragments:
     face: torch.Tensor
     bary: torch.Tensor
     depth: torch.Tensor
+    covered: torch.Tensor | None = None  # (N,) bool when the fragments hold every pixel (static path)
+    overflow: torch.Tensor | None = None  # () bool: the static path's candidate buffer was too small
 
     def face_map(self) -> torch.Tensor:
         """(B, H, W) triangle id per pixel, -1 where no triangle is visible."""
         out = torch.full((self.batch * self.height * self.width,), -1, dtype=torch.long, device=self.pix.device)
-        out[self.pix] = self.face
+        out[self.pix] = self.face if self.covered is None else torch.where(self.covered, self.face, -1)
         return out.view(self.batch, self.height, self.width)
 
     def mask(self) -> torch.Tensor:
@@ -58,7 +67,8 @@ class Fragments:
     def depth_map(self) -> torch.Tensor:
         """(B, H, W) depth, +inf where no triangle is visible."""
         out = torch.full((self.batch * self.height * self.width,), float("inf"), dtype=self.depth.dtype, device=self.pix.device)
-        out[self.pix] = self.depth.detach()
+        depth = self.depth.detach()
+        out[self.pix] = depth if self.covered is None else torch.where(self.covered, depth, torch.inf)
         return out.view(self.batch, self.height, self.width)
 
 
@@ -87,13 +97,24 @@ def _barycentric(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch
     return torch.stack([w0, w1, w2], dim=-1) / area.unsqueeze(-1)
 
 
+def default_capacity(batch: int, n_faces: int, size: tuple[int, int]) -> int:
+    """Candidate (triangle, pixel) pairs the static path makes room for: two layers of the image
+    (a closed head covers its pixels with a front and a back face) plus four per triangle."""
+    return batch * (2 * size[0] * size[1] + 4 * n_faces)
+
+
 def rasterize(
     verts: torch.Tensor,
     faces: torch.Tensor,
     size: tuple[int, int],
     cull: CullMode = "official",
+    static: bool = False,
+    capacity: int | None = None,
 ) -> Fragments:
-    """Rasterise (B, V, 3) image-space vertices with (F, 3) triangles into an (H, W) image."""
+    """Rasterise (B, V, 3) image-space vertices with (F, 3) triangles into an (H, W) image.
+
+    ``static``: shapes fixed by the mesh and image, no host synchronisation (see the module docstring).
+    """
     if verts.ndim != 3 or verts.shape[-1] != 3:
         raise ValueError(f"verts must be (B, V, 3), got {tuple(verts.shape)}")
     if cull not in ("official", "before", "none"):
@@ -103,6 +124,8 @@ def rasterize(
     n_faces = faces.shape[0]
     if n_faces >= 2**_FACE_BITS:
         raise ValueError(f"at most {2**_FACE_BITS - 1} triangles, got {n_faces}")
+    if static:
+        return _rasterize_static(verts, faces, size, cull, capacity or default_capacity(b, n_faces, size))
     device = verts.device
 
     with torch.no_grad():
@@ -164,6 +187,69 @@ def rasterize(
     wbary = _barycentric(wtri, wpx, wpy)
     wdepth = (wbary * wtri[..., 2]).sum(-1)
     return Fragments(b, h, w, win_pix, win_face, wbary, wdepth)
+
+
+def _rasterize_static(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], cull: CullMode,
+                      capacity: int) -> Fragments:
+    """The same fragments as ``rasterize``'s default path, every shape fixed in advance."""
+    b, nv, _ = verts.shape
+    h, w = size
+    n_faces = faces.shape[0]
+    device = verts.device
+    with torch.no_grad():
+        vp = _to_pixels(verts.detach(), h, w)
+        flat_faces = (faces.unsqueeze(0) + (torch.arange(b, device=device) * nv).view(b, 1, 1)).view(-1, 3)
+        tri = vp.reshape(-1, 3)[flat_faces]
+        back = face_normals_z(tri) > 0
+        lo, hi = tri.amin(1), tri.amax(1)
+        xmin = lo[:, 0].ceil().clamp(0, w - 1)
+        xmax = hi[:, 0].floor().clamp(-1, w - 1)
+        ymin = lo[:, 1].ceil().clamp(0, h - 1)
+        ymax = hi[:, 1].floor().clamp(-1, h - 1)
+        keep = (xmax >= xmin) & (ymax >= ymin) & (hi[:, 0] >= 0) & (lo[:, 0] <= w - 1) & (hi[:, 1] >= 0) & (lo[:, 1] <= h - 1)
+        if cull == "before":
+            keep &= ~back
+        planes = _planes(tri)
+        keep &= torch.isfinite(planes).all(dim=2).all(dim=1)
+        planes = torch.where(keep[:, None, None], planes, 0.0)
+        x0, y0 = xmin.long(), ymin.long()
+        bw = (xmax.long() - x0 + 1).clamp_min(0)
+        counts = torch.where(keep, bw * (ymax.long() - y0 + 1).clamp_min(0), 0)
+        ends = torch.cumsum(counts, 0)
+        overflow = ends[-1] > capacity
+        slot = torch.arange(capacity, device=device)
+        cand = torch.searchsorted(ends, slot, right=True).clamp_max(b * n_faces - 1)  # the triangle of each slot
+        local = slot - (ends - counts).index_select(0, cand)
+        cbw = bw.index_select(0, cand).clamp_min(1)
+        row = local // cbw
+        py = y0.index_select(0, cand) + row
+        px = x0.index_select(0, cand) + (local - row * cbw)
+        used = slot < ends[-1]
+        cp = planes.index_select(0, cand)
+        vals = torch.addcmul(cp[:, :, 2], cp[:, :, 0], px.to(vp.dtype)[:, None])
+        vals.addcmul_(cp[:, :, 1], py.to(vp.dtype)[:, None])
+        inside = used & (vals[:, 0] >= 0) & (vals[:, 1] >= 0) & (vals[:, 0] + vals[:, 1] <= 1)
+        zlo, zhi = vp[..., 2].min(), vp[..., 2].max()
+        q = ((vals[:, 2] - zlo) * ((_DEPTH_LEVELS - 1) / (zhi - zlo).clamp_min(1e-12))).clamp(0, _DEPTH_LEVELS - 1).long()
+        keys = torch.where(inside, (q << _FACE_BITS) | (cand % n_faces), _EMPTY)
+        pix = torch.where(inside, (cand // n_faces) * (h * w) + (py * w + px).clamp(0, h * w - 1), 0)
+        zbuf = torch.full((b * h * w,), _EMPTY, dtype=torch.long, device=device)
+        zbuf.scatter_reduce_(0, pix, keys, reduce="amin")
+        covered = zbuf != _EMPTY
+        face = torch.where(covered, zbuf & (2**_FACE_BITS - 1), 0)
+        all_pix = torch.arange(b * h * w, device=device)
+        pb = all_pix // (h * w)
+        if cull == "official":
+            covered &= ~back.index_select(0, pb * n_faces + face)
+        face = torch.where(covered, face, 0)
+        rem = all_pix % (h * w)
+        wpy, wpx = (rem // w).to(vp.dtype), (rem % w).to(vp.dtype)
+    vp_grad = _to_pixels(verts, h, w).reshape(-1, 3)
+    corners = (faces.index_select(0, face) + (pb * nv)[:, None]).view(-1)
+    wtri = vp_grad.index_select(0, corners).view(-1, 3, 3)
+    bary = torch.where(covered[:, None], _barycentric(wtri, wpx, wpy), 0.0)
+    depth = torch.where(covered, (bary * wtri[..., 2]).sum(-1), 0.0)
+    return Fragments(b, h, w, all_pix, face, bary, depth, covered, overflow)
 
 
 def _planes(tri: torch.Tensor) -> torch.Tensor:
