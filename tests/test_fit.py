@@ -137,3 +137,24 @@ def test_mediapipe_68_points_mirror_on_a_symmetric_face(flame: FLAME) -> None:
     pts = faces[0].ibug68
     mirrored = pts[IBUG_MIRROR] * np.array([-1.0, 1.0]) + np.array([256.0, 0.0])
     assert np.abs(pts - mirrored).max() < 10.0  # pixels: MediaPipe itself is up to ~7 px asymmetric here
+
+
+def test_blendshape_observations_pull_the_expression(flame: FLAME) -> None:
+    from gdpw.flame import BlendshapeMap, HeadConfig
+    from gdpw.flame.blendshapes import DEMO_BLENDSHAPES
+
+    shipped = BlendshapeMap.from_file(DEMO_BLENDSHAPES)
+    assert shipped.weights.shape == (len(shipped.names) + 1, 11) and shipped.n_expression == 10
+    assert shipped.predict({"eyeBlinkLeft": 1.0, "eyeBlinkRight": 1.0}).shape == (11,)
+    assert HeadConfig().load_blendshapes() is None  # off unless given
+    given = HeadConfig(blendshape_map=str(DEMO_BLENDSHAPES)).load_blendshapes()
+    assert given is not None and given.names == shipped.names
+    true = FlameParams(expression=torch.zeros(1, 10), jaw_pose=torch.zeros(1, 3))
+    cam = torch.tensor([[6.0, 0.0, 0.02]])
+    lmk = orthographic(flame(true).landmarks, cam)[..., :2]
+    observed = torch.tensor([[0.8, 0, 0, 0, 0.5, 0.5, 0, 0, 0, 0, 0.05]])
+    fitter = LandmarkFitter(flame, FitConfig(iterations=150, blendshape_weight=1.0))
+    pulled = fitter.fit(lmk, observed=observed)
+    plain = fitter.fit(lmk)
+    assert (pulled.expression[0, [0, 4, 5]] - observed[0, [0, 4, 5]]).abs().max() < 0.1
+    assert plain.expression[0, [0, 4, 5]].abs().max() < 0.3

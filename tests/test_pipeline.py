@@ -378,7 +378,7 @@ def test_a_released_checkpoint_runs_the_official_preset(released_checkpoint: Pat
         assert animator.recipe == "official" and animator.antialias and animator.size == 256
         image = np.asarray(Image.open(astronaut))
         source = animator.prepare_source(image)
-        lmk, _ = animator.tracker.landmarks(image, "the source image")
+        lmk = animator.tracker.landmarks(image, "the source image")[0]
         assert source.box == official_boxes(lmk)[1] and source.crop.shape == (256, 256, 3)
     args = ["animate", "--source", str(astronaut), "--driving", str(driving_video), "--max-frames", "3",
             "--checkpoint", str(released_checkpoint), "--flame", str(pkl), "--landmark-embedding", str(deca_embedding)]

@@ -190,8 +190,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from gdpw.flame import HeadConfig
 
     path = Path(args.input)
-    flame = from_args(HeadConfig, args).load()
-    with FaceTracker(flame, from_args(TrackConfig, args)) as tracker:
+    head = from_args(HeadConfig, args)
+    flame = head.load()
+    with FaceTracker(flame, from_args(TrackConfig, args), blendshapes=head.load_blendshapes()) as tracker:
         if _is_image(path):
             first = read_image(path)
             track = tracker.fit_image(first)

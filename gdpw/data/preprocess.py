@@ -59,7 +59,7 @@ def process_video(video: Path, shard: Path, cfg: PreprocessConfig) -> int:
 
     frames, info = read_video(video, cfg.max_frames)
     flame = cfg.head.load()
-    with FaceTracker(flame, cfg.track, crop_size=cfg.size) as tracker:
+    with FaceTracker(flame, cfg.track, crop_size=cfg.size, blendshapes=cfg.head.load_blendshapes()) as tracker:
         track = tracker.track(list(frames), info.fps)
     crops = np.stack([crop(f, box, cfg.size) for f, box in zip(frames, track.boxes)])
     with torch.no_grad():

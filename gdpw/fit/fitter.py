@@ -36,6 +36,7 @@ class FitConfig:
     temporal: float = 1e-4  # weight of the difference between consecutive video frames
     contour_weight: float = 0.5  # weight of the 17 jaw-contour landmarks
     iris_weight: float = 1.0  # weight of the iris centres (gaze)
+    blendshape_weight: float = 3e-3  # pull of expression and jaw towards MediaPipe's blendshapes (the head's map)
     smooth_min_cutoff: float | None = None  # One-Euro cutoff; default: the crop recipe's; 0 disables smoothing
     smooth_beta: float | None = None  # One-Euro speed coefficient; default: the crop recipe's
 
@@ -129,7 +130,8 @@ class LandmarkFitter:
         return torch.stack([s, tx, ty], 1)
 
     def _loss(self, vars: dict[str, torch.Tensor], lmk: torch.Tensor, iris: torch.Tensor | None,
-              temporal: bool, prev: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+              temporal: bool, prev: dict[str, torch.Tensor] | None,
+              observed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Landmark and iris errors plus priors; with ``temporal``, the frames are consecutive video
         frames (``prev``: the window before) and their parameters are kept close."""
         c = self.cfg
@@ -144,6 +146,10 @@ class LandmarkFitter:
         loss = loss + c.shape_prior * (vars["shape"] ** 2).sum()
         loss = loss + c.expression_prior * (vars["expression"] ** 2).sum()
         loss = loss + c.jaw_prior * (vars["jaw_pose"] ** 2).sum() + c.eye_prior * (vars["eye_pose"] ** 2).sum()
+        if observed is not None:  # expression components, then the jaw opening, from the blendshapes
+            k = observed.shape[1] - 1
+            loss = loss + c.blendshape_weight * (((vars["expression"][:, :k] - observed[:, :k]) ** 2).sum()
+                                                 + ((vars["jaw_pose"][:, 0] - observed[:, k]) ** 2).sum())
         if temporal:
             for k in ("expression", "global_pose", "jaw_pose", "eye_pose"):
                 seq = vars[k] if prev is None else torch.cat([prev[k][-1:].detach(), vars[k]])
@@ -153,7 +159,7 @@ class LandmarkFitter:
 
     def _optimise(self, vars: dict[str, torch.Tensor], lmk: torch.Tensor, iris: torch.Tensor | None,
                   iterations: int, fixed: tuple[str, ...] = (), temporal: bool = False,
-                  prev: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                  prev: dict[str, torch.Tensor] | None = None, observed: torch.Tensor | None = None) -> torch.Tensor:
         free = [v for k, v in vars.items() if k not in fixed]
         for v in free:
             v.requires_grad_(True)
@@ -163,7 +169,7 @@ class LandmarkFitter:
         rms = torch.zeros(lmk.shape[0])
         for it in range(iterations):
             with torch.enable_grad():
-                loss, rms = self._loss(vars, lmk, iris, temporal, prev)
+                loss, rms = self._loss(vars, lmk, iris, temporal, prev, observed)
                 opt.zero_grad()
                 loss.backward()
             if it < warmup:
@@ -176,10 +182,11 @@ class LandmarkFitter:
             v.requires_grad_(False)
         return rms
 
-    def _new_vars(self, lmk: torch.Tensor, shape: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def _new_vars(self, lmk: torch.Tensor, shape: torch.Tensor | None = None,
+                  observed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         t = lmk.shape[0]
         cam = self._init_camera(lmk)
-        return {
+        vars = {
             "shape": torch.zeros(self.flame.n_shape) if shape is None else shape.clone(),
             "expression": torch.zeros(t, self.flame.n_expression),
             "global_pose": torch.zeros(t, 3),
@@ -188,6 +195,11 @@ class LandmarkFitter:
             "log_scale": cam[:, :1].log(),
             "trans": cam[:, 1:] * cam[:, :1],  # in NDC, like the landmarks, so Adam steps are comparable
         }
+        if observed is not None:  # start where the blendshapes say
+            k = observed.shape[1] - 1
+            vars["expression"][:, :k] = observed[:, :k]
+            vars["jaw_pose"][:, 0] = observed[:, k]
+        return vars
 
     @staticmethod
     def _camera(vars: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -201,34 +213,42 @@ class LandmarkFitter:
                              landmark_error=rms)
 
     # -- public ------------------------------------------------------------------------------
-    def fit(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None) -> FlameSequence:
-        """Fit frames (T, 68, 2) jointly (one shared shape); ``shape`` given keeps it fixed."""
-        vars = self._new_vars(lmk, shape)
-        rms = self._optimise(vars, lmk, iris, self.cfg.iterations, fixed=("shape",) if shape is not None else ())
+    def fit(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None,
+            observed: torch.Tensor | None = None) -> FlameSequence:
+        """Fit frames (T, 68, 2) jointly (one shared shape); ``shape`` given keeps it fixed.
+
+        ``observed`` (T, k + 1): the first k expression components and the jaw opening as the
+        face's blendshapes predict them (``BlendshapeMap``); the fit starts there and is pulled towards them.
+        """
+        vars = self._new_vars(lmk, shape, observed)
+        rms = self._optimise(vars, lmk, iris, self.cfg.iterations, fixed=("shape",) if shape is not None else (),
+                             observed=observed)
         return self._fit_from(vars, rms)
 
     def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None,
-              progress: bool = False) -> FlameSequence:
+              progress: bool = False, observed: torch.Tensor | None = None) -> FlameSequence:
         """Fit a video (T, 68, 2): shape on key frames (unless given), then the frames in windows.
 
         The frames of a window are fitted together (batched: a window costs about what one frame
         does), with a temporal term between consecutive frames that reaches back to the last frame
-        of the previous window.
+        of the previous window. ``observed``: as in ``fit``.
         """
         from tqdm import tqdm
 
         t = lmk.shape[0]
         if shape is None:
             keys = np.unique(np.linspace(0, t - 1, min(self.cfg.key_frames, t)).round().astype(int)).tolist()
-            shape = self.fit(lmk[keys], None if iris is None else iris[keys]).shape
+            shape = self.fit(lmk[keys], None if iris is None else iris[keys],
+                             observed=None if observed is None else observed[keys]).shape
         frames: list[FlameSequence] = []
         prev: dict[str, torch.Tensor] | None = None
         windows = range(0, t, self.cfg.track_window)
         for start in tqdm(windows, desc="track", unit="window", disable=not progress):
             sel = slice(start, min(t, start + self.cfg.track_window))
-            vars = self._new_vars(lmk[sel], shape)
+            obs = None if observed is None else observed[sel]
+            vars = self._new_vars(lmk[sel], shape, obs)
             rms = self._optimise(vars, lmk[sel], None if iris is None else iris[sel], self.cfg.iterations,
-                                 fixed=("shape",), temporal=True, prev=prev)
+                                 fixed=("shape",), temporal=True, prev=prev, observed=obs)
             frames.append(self._fit_from(vars, rms))
             prev = vars
         return FlameSequence.cat(frames)

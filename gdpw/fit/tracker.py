@@ -24,7 +24,7 @@ from gdpw.common.config import validate
 from gdpw.common.crop import CropBox, CropRecipe, crop_box, official_boxes
 from gdpw.common.errors import NoFaceError
 from gdpw.common.timing import StageTimes
-from gdpw.flame import FLAME, FlameSequence
+from gdpw.flame import FLAME, BlendshapeMap, FlameSequence
 
 from .detect import FaceDetector, MediaPipeDetector, pick_face
 from .fitter import FitConfig, LandmarkFitter, Smoothing, smooth_fit, smoothing
@@ -67,7 +67,7 @@ class FaceTracker:
 
     def __init__(self, flame: FLAME, cfg: TrackConfig | None = None, device: str | torch.device = "cpu",
                  timings: StageTimes | None = None, default_recipe: CropRecipe = "gdpw", crop_size: int = 256,
-                 detector: FaceDetector | None = None) -> None:
+                 detector: FaceDetector | None = None, blendshapes: BlendshapeMap | None = None) -> None:
         self.cfg = cfg = cfg or TrackConfig()
         self.recipe: CropRecipe = default_recipe if cfg.crop == "auto" else cfg.crop
         self.crop_size = crop_size  # the official recipe maps its box onto this many pixels
@@ -76,6 +76,7 @@ class FaceTracker:
         self.device = torch.device(device)
         self.timings = StageTimes() if timings is None else timings
         self._detector = detector  # MediaPipe's face landmarker unless another is given
+        self.blendshapes = blendshapes  # MediaPipe's blendshapes as expression observations, when the head has a map
         self._fitter: LandmarkFitter | None = None
         self.deca = None
         if cfg.fitter == "deca":
@@ -110,15 +111,18 @@ class FaceTracker:
         self.close()
 
     # -- stages --------------------------------------------------------------------------------
-    def landmarks(self, image: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-        """68 landmarks and the two iris centres (pixels) of the chosen face."""
+    def landmarks(self, image: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """68 landmarks and the two iris centres (pixels) of the chosen face, and its expression and
+        jaw as its blendshapes predict them (None without a blendshape map)."""
         with self.timings.stage("detect"):
             face = pick_face(self.detector.detect(image), self.cfg.face_index, what)
         x0, y0, x1, y1 = face.box()
         if max(x1 - x0, y1 - y0) < self.cfg.min_face_pixels:
             raise NoFaceError(f"the face in {what} is too small ({max(x1 - x0, y1 - y0):.0f} px; "
                               f"need {self.cfg.min_face_pixels})")
-        return face.ibug68, face.irises
+        scores = getattr(face, "blendshapes", None)
+        observed = self.blendshapes.predict(scores) if self.blendshapes is not None and scores else None
+        return face.ibug68, face.irises, observed
 
     def box(self, landmarks: np.ndarray) -> CropBox:
         """The crop box of a face by the tracker's recipe."""
@@ -128,13 +132,13 @@ class FaceTracker:
 
     def fit_image(self, image: np.ndarray, what: str = "the source image") -> Track:
         """One portrait: its crop box and a one-frame fit."""
-        lmk, iris = self.landmarks(image, what)
+        lmk, iris, observed = self.landmarks(image, what)
         box = self.box(lmk)
         with self.timings.stage("fit"):
             if self.deca is not None:
                 params = self._deca([image], [lmk], [box], fps=1.0)
             else:
-                params = self.fitter.fit(_ndc([box], [lmk]), _ndc([box], [iris]))
+                params = self.fitter.fit(_ndc([box], [lmk]), _ndc([box], [iris]), observed=_stack([observed]))
         return Track([box], params)
 
     def track(self, frames: Sequence[np.ndarray], fps: float, shape: torch.Tensor | None = None) -> Track:
@@ -145,7 +149,7 @@ class FaceTracker:
         faces in fewer than half of its frames is refused. Several faces without a chosen index
         stop the track.
         """
-        found: list[tuple[np.ndarray, np.ndarray] | None] = []
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None] = []
         for i, frame in enumerate(frames):
             try:
                 found.append(self.landmarks(frame, f"driving frame {i}"))
@@ -157,12 +161,14 @@ class FaceTracker:
         filled = [f if f is not None else found[min(hits, key=lambda h: abs(h - i))] for i, f in enumerate(found)]
         lmks = [f[0] for f in filled if f is not None]
         irises = [f[1] for f in filled if f is not None]
+        observed = _stack([f[2] for f in filled if f is not None])
         boxes = [self.box(x) for x in lmks] if self.recipe == "official" else [self.box(lmks[0])] * len(lmks)
         with self.timings.stage("fit"):
             if self.deca is not None:
                 params = self._deca(list(frames), lmks, boxes, fps)
             else:
-                params = smooth_fit(self.fitter.track(_ndc(boxes, lmks), _ndc(boxes, irises), shape=shape), fps, self.smoothing)
+                fit = self.fitter.track(_ndc(boxes, lmks), _ndc(boxes, irises), shape=shape, observed=observed)
+                params = smooth_fit(fit, fps, self.smoothing)
         return Track(boxes, params)
 
     def _deca(self, images: list[np.ndarray], lmks: list[np.ndarray], boxes: list[CropBox], fps: float) -> FlameSequence:
@@ -176,6 +182,13 @@ class FaceTracker:
         codes.update({k: self.smoothing(codes[k], fps) for k in ("exp", "pose", "cam")})
         deca_boxes = [b for p in parts for b in p[1]]
         return deca_sequence(codes, deca_boxes, boxes, self.flame.n_shape, self.flame.n_expression)
+
+
+def _stack(observed: Sequence[np.ndarray | None]) -> torch.Tensor | None:
+    """(T, K) blendshape observations, or None unless every frame has one."""
+    if not observed or any(o is None for o in observed):
+        return None
+    return torch.from_numpy(np.stack(observed)).float()  # type: ignore[arg-type]
 
 
 def _ndc(boxes: Sequence[CropBox], points: Sequence[np.ndarray]) -> torch.Tensor:

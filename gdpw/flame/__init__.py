@@ -1,11 +1,13 @@
 """FLAME head model: file loading, the layer, cameras and the built-in demo head."""
 
+from .blendshapes import BlendshapeMap
 from .camera import orthographic, perspective
 from .flame import DEMO_HEAD, FLAME, FlameOutput, FlameParams, HeadConfig, contour_bins, resolve_flame_path
 from .io import FlameData, FlameFileError, LandmarkEmbedding, load_flame, load_landmark_embedding
 from .sequence import FlameSequence
 
 __all__ = [
+    "BlendshapeMap",
     "DEMO_HEAD",
     "FLAME",
     "FlameData",

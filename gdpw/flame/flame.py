@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .blendshapes import BlendshapeMap
 from .io import FlameData, LandmarkEmbedding, load_flame, load_landmark_embedding
 from .lbs import batch_rodrigues, lbs
 
@@ -177,7 +178,13 @@ class HeadConfig:
 
     flame: str | None = None  # FLAME generic_model.pkl (2020/2023); default: the built-in demo head
     landmark_embedding: str | None = None  # 68-point landmark embedding for FLAME (DECA's landmark_embedding.npy, ...)
+    blendshape_map: str | None = None  # MediaPipe blendshapes -> expression map (the demo head's: gdpw/assets/demo_blendshapes.npz)
 
     def load(self) -> FLAME:
         embedding = load_landmark_embedding(self.landmark_embedding) if self.landmark_embedding else None
         return FLAME(self.flame, landmark_embedding=embedding)
+
+    def load_blendshapes(self) -> BlendshapeMap | None:
+        """The given blendshape map, or None (landmarks alone). Off by default: the demo head's map,
+        learned on its renders, lowers the expression correlation on real drivers (docs/real_follow.md)."""
+        return BlendshapeMap.from_file(self.blendshape_map) if self.blendshape_map is not None else None

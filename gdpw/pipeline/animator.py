@@ -106,8 +106,8 @@ class Animator:
         self.size = self.checkpoint.image_size
         self.antialias = self.checkpoint.antialias if cfg.antialias is None else cfg.antialias
         self.timings = StageTimes()
-        self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings,
-                                   default_recipe=self.checkpoint.recipe, crop_size=self.size)
+        self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings, default_recipe=self.checkpoint.recipe,
+                                   crop_size=self.size, blendshapes=cfg.head.load_blendshapes())
 
     @property
     def recipe(self) -> CropRecipe:
