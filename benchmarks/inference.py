@@ -137,9 +137,9 @@ def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
                 encoding = guided.encode(img, vs[:1])
 
             def step() -> torch.Tensor:
-                guidance = guided.driving_guidance(vs[:1], vd, (args.size, args.size))
+                maps = guided.driving_guidance(vs[:1], vd, (args.size, args.size))
                 with autocast:
-                    return guided.network.decode(encoding, *guidance).rec_img_d
+                    return guided.network.decode(encoding, maps.geom_disp, maps.codes_d).rec_img_d
 
             with torch.inference_mode():
                 t, _ = timed(step, args.repeats, device)

@@ -389,3 +389,19 @@ def test_a_released_checkpoint_runs_the_official_preset(released_checkpoint: Pat
     deca = _deca_file(tmp_path / "deca_model.tar")
     assert main(args + ["-o", str(tmp_path / "deca.mp4"), "--fitter", "deca", "--deca-model", str(deca)]) == 0
     assert read_video(tmp_path / "deca.mp4")[0].shape[0] == 3
+
+
+def test_decoder_precision_and_cuda_graph_option(astronaut: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    image = np.asarray(Image.open(astronaut))
+    crops = {}
+    for precision in ("auto", "bf16"):
+        with Animator(AnimateConfig(paste_back=False, precision=precision)) as animator:
+            source = animator.prepare_source(image)
+            crops[precision] = animator.generate(source, source.fit.repeat(2))
+            assert animator.dtype == (torch.float32 if precision == "auto" else torch.bfloat16)  # auto on a CPU: fp32
+    diff = np.abs(crops["auto"].astype(int) - crops["bf16"].astype(int))
+    assert 0 < diff.max() <= 16 and diff.mean() < 2  # bf16 autocast: close, not equal
+    assert main(["frontalize", "--source", str(astronaut), "--cuda-graph", "-o", str(tmp_path / "f.png")]) == 2
+    assert "CUDA graphs need a CUDA device" in _one_line_error(capsys, "frontalize")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
 class StageTimes(dict[str, float]):
-    """Seconds by stage name, added up over calls."""
+    """Seconds by stage name, added up over calls. ``sync`` (``torch.cuda.synchronize`` for a GPU)
+    runs at the end of every stage, so asynchronous work is counted where it was launched."""
+
+    def __init__(self, sync: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self.sync = sync
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -16,4 +21,6 @@ class StageTimes(dict[str, float]):
         try:
             yield
         finally:
+            if self.sync is not None:
+                self.sync()
             self[name] = self.get(name, 0.0) + time.perf_counter() - start

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gdpw.render import GuidancePatterns, render_driving, render_guidance, render_source_codes
+from gdpw.render import DrivingMaps, GuidancePatterns, render_driving, render_guidance, render_source_codes
 
 from .config import GeneratorConfig
 from .generator import Generator, GeneratorOutput, SourceEncoding
@@ -24,12 +24,14 @@ from .generator import Generator, GeneratorOutput, SourceEncoding
 
 class GuidedGenerator:
     """``generator`` (plain, folded or wrapped for distributed training) plus the mesh ``faces`` (F, 3);
-    ``antialias``: render the guidance with silhouette antialiasing, as the released models were trained."""
+    ``antialias``: render the guidance with silhouette antialiasing, as the released models were trained;
+    ``static``: render with fixed shapes and no host synchronisation (CUDA graphs; the same maps)."""
 
-    def __init__(self, generator: nn.Module, faces: torch.Tensor, antialias: bool = False) -> None:
+    def __init__(self, generator: nn.Module, faces: torch.Tensor, antialias: bool = False, static: bool = False) -> None:
         self.generator = generator
         self.faces = faces
         self.antialias = antialias
+        self.static = static
 
     @property
     def network(self) -> Generator:
@@ -60,17 +62,24 @@ class GuidedGenerator:
         codes_s = None
         if self.embeds is not None:
             codes_s, _ = render_source_codes(verts_s, self.faces, (img_s.shape[2], img_s.shape[3]), self.embeds,
-                                             antialias=self.antialias)
+                                             antialias=self.antialias)  # once per video: the default path
         return self.network.encode(img_s, codes_s)
 
-    def driving_guidance(self, verts_s: torch.Tensor, verts_d: torch.Tensor,
-                         size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """What ``decode`` needs per frame: the displacement field and the driving codes (or None)."""
-        geom_disp, codes_d, _ = render_driving(verts_s.expand(verts_d.shape[0], -1, -1), verts_d, self.faces, size, self.embeds,
-                                               antialias=self.antialias)
-        return geom_disp, codes_d
+    def driving_guidance(self, verts_s: torch.Tensor, verts_d: torch.Tensor, size: tuple[int, int],
+                         check_overflow: bool = True) -> DrivingMaps:
+        """What ``decode`` needs per frame: the displacement field and the driving codes (or None).
+
+        With ``static`` rendering a candidate buffer too small for the mesh is caught here and the
+        batch rendered again the default way, unless ``check_overflow`` is off (inside a CUDA
+        graph, where the caller checks ``overflow`` after the replay).
+        """
+        verts_s = verts_s.expand(verts_d.shape[0], -1, -1)
+        maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias, static=self.static)
+        if check_overflow and maps.overflow is not None and bool(maps.overflow):
+            maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias)
+        return maps
 
     def decode(self, source: SourceEncoding, verts_s: torch.Tensor, verts_d: torch.Tensor) -> GeneratorOutput:
         """Frames of the driving meshes ``verts_d`` (B, V, 3) from an encoded source (``verts_s`` (1 or B, V, 3))."""
-        size = (source.img_s.shape[2], source.img_s.shape[3])
-        return self.network.decode(source, *self.driving_guidance(verts_s, verts_d, size))
+        maps = self.driving_guidance(verts_s, verts_d, (source.img_s.shape[2], source.img_s.shape[3]))
+        return self.network.decode(source, maps.geom_disp, maps.codes_d)

@@ -43,6 +43,8 @@ class AnimateConfig:
     batch_size: int = 8  # driving frames generated together
     paste_back: bool = True  # put the result back into the full source frame (else the crop alone)
     antialias: bool | None = None  # antialiased guidance maps; default: as the checkpoint was trained
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the decoder's autocast; auto: fp16 on CUDA, fp32 on the CPU
+    cuda_graph: bool = False  # CUDA: render + decode each batch as one captured graph (experimental)
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
 
@@ -105,7 +107,12 @@ class Animator:
         self.generator = folded.to(self.device).to(memory_format=torch.channels_last)
         self.size = self.checkpoint.image_size
         self.antialias = self.checkpoint.antialias if cfg.antialias is None else cfg.antialias
-        self.timings = StageTimes()
+        cuda = self.device.type == "cuda"
+        precision = ("fp16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        if cfg.cuda_graph and not cuda:
+            raise ConfigError("CUDA graphs need a CUDA device")
+        self.timings = StageTimes(sync=torch.cuda.synchronize if cuda else None)  # GPU stages timed to completion
         self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings, default_recipe=self.checkpoint.recipe,
                                    crop_size=self.size, blendshapes=cfg.head.load_blendshapes())
 
@@ -135,20 +142,35 @@ class Animator:
     @torch.no_grad()
     def generate(self, source: Source, target: FlameSequence) -> np.ndarray:
         """Generated crops (T, S, S, 3) uint8 for every frame of ``target``."""
-        guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias)
+        cuda = self.device.type == "cuda"
+        guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=cuda)
         size = (self.size, self.size)
+        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         img_s = to_tensor(source.crop)[None].to(self.device).contiguous(memory_format=torch.channels_last)
         with self.timings.stage("render"):
             verts_s = source.fit.image_vertices(self.flame, [0])
-        with self.timings.stage("generate"):
+        with self.timings.stage("generate"), autocast:
             encoding = guided.encode(img_s, verts_s)  # the source half of the network, once for all frames
+        graphed = None
+        if self.cfg.cuda_graph:
+            from .graphed import GraphedDecode
+
+            print("building the CUDA graph of render + decode (once per video) ...", flush=True)
+            with self.timings.stage("capture"):
+                graphed = GraphedDecode(guided, encoding, verts_s, self.cfg.batch_size, autocast)
         out = []
         for start in range(0, len(target), self.cfg.batch_size):
             idx = list(range(start, min(len(target), start + self.cfg.batch_size)))
             with self.timings.stage("render"):
-                guidance = guided.driving_guidance(verts_s, target.image_vertices(self.flame, idx), size)
-            with self.timings.stage("generate"):
-                out.append(to_uint8(guided.network.decode(encoding, *guidance).rec_img_d))
+                verts_d = target.image_vertices(self.flame, idx)
+                maps = None if graphed is not None else guided.driving_guidance(verts_s, verts_d, size)
+            with self.timings.stage("generate"), autocast:
+                if graphed is not None:
+                    res = graphed(verts_d)
+                else:
+                    assert maps is not None
+                    res = guided.network.decode(encoding, maps.geom_disp, maps.codes_d).rec_img_d
+            out.append(to_uint8(res.float()))
         return np.concatenate(out)
 
     def compose(self, source: Source, crops: np.ndarray, driving: Sequence[np.ndarray] | None = None,

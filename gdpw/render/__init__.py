@@ -2,6 +2,7 @@
 
 from .antialias import antialias, edge_opposites
 from .patterns import (
+    DrivingMaps,
     GuidancePatterns,
     nmfc_colors,
     render_attrs,
@@ -13,6 +14,7 @@ from .patterns import (
 from .rasterizer import Fragments, interpolate, rasterize
 
 __all__ = [
+    "DrivingMaps",
     "Fragments",
     "GuidancePatterns",
     "antialias",

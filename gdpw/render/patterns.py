@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -33,6 +34,16 @@ def displacement_attrs(verts_s: torch.Tensor, verts_d: torch.Tensor) -> torch.Te
     return verts_s[..., :2] - verts_d[..., :2]
 
 
+class DrivingMaps(NamedTuple):
+    """The driving pass: displacement field (B, 2, H, W), driving codes (B, D, H, W) or None,
+    coverage (B, 1, H, W), and (static path) whether the rasteriser's buffer overflowed."""
+
+    geom_disp: torch.Tensor
+    codes_d: torch.Tensor | None
+    mask: torch.Tensor
+    overflow: torch.Tensor | None
+
+
 def render_driving(
     verts_s: torch.Tensor,
     verts_d: torch.Tensor,
@@ -42,9 +53,9 @@ def render_driving(
     cull: CullMode = "official",
     antialias: bool = False,
     static: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """The driving pass: displacement field (B, 2, H, W), driving codes (B, D, H, W) when
-    ``embeds`` are given, and the driving mesh's coverage (B, 1, H, W). ``antialias`` blends the
+) -> DrivingMaps:
+    """The driving pass: displacement field, driving codes when ``embeds`` are given, the
+    driving mesh's coverage (see ``DrivingMaps``). ``antialias`` blends the
     maps across silhouette edges as the official renderer does (``gdpw.render.antialias``)."""
     frags_d = rasterize(verts_d, faces, size, cull)
     attrs_d = displacement_attrs(verts_s, verts_d)
@@ -53,7 +64,7 @@ def render_driving(
     maps_d = interpolate(attrs_d, faces, frags_d)
     if antialias:
         maps_d = antialias_maps(maps_d, frags_d, verts_d, faces, static=static)
-    return maps_d[:, :2], (maps_d[:, 2:] if embeds is not None else None), frags_d.mask()
+    return DrivingMaps(maps_d[:, :2], maps_d[:, 2:] if embeds is not None else None, frags_d.mask(), frags_d.overflow)
 
 
 def render_source_codes(
@@ -77,7 +88,7 @@ def render_guidance(
     static: bool = False,
 ) -> GuidancePatterns:
     """Both patterns for a batch of source and driving meshes: two rasterisations in all."""
-    geom_disp, codes_d, mask_d = render_driving(verts_s, verts_d, faces, size, embeds, cull, antialias, static)
+    geom_disp, codes_d, mask_d, _ = render_driving(verts_s, verts_d, faces, size, embeds, cull, antialias, static)
     if embeds is None:
         return GuidancePatterns(geom_disp, None, codes_d, rasterize(verts_s, faces, size, cull, static).mask(), mask_d)
     codes_s, mask_s = render_source_codes(verts_s, faces, size, embeds, cull, antialias, static)

@@ -1,0 +1,53 @@
+"""Render + decode of a batch of driving frames captured once as a CUDA graph, replayed per batch.
+
+The guidance is rendered with the static rasteriser (``gdpw.render.rasterizer``: fixed shapes, no
+host synchronisation), so the whole step is one graph: a replay launches it at the cost of a
+single call. Shapes are fixed at capture: a shorter batch is padded with its last frame. The
+rasteriser reports a candidate buffer too small for the mesh; that batch is then redone eagerly.
+CUDA only; experimental (no GPU was at hand when it was written: see the session notes).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+
+from gdpw.model import GuidedGenerator, SourceEncoding
+
+
+class GraphedDecode:
+    def __init__(self, guided: GuidedGenerator, encoding: SourceEncoding, verts_s: torch.Tensor, batch: int,
+                 autocast: AbstractContextManager[object], warmup: int = 3) -> None:
+        if verts_s.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        self.guided, self.encoding, self.verts_s, self.autocast = guided, encoding, verts_s, autocast
+        self.size = (encoding.img_s.shape[2], encoding.img_s.shape[3])
+        self.verts_d = verts_s[:1].expand(batch, -1, -1).clone()  # the graph's input buffer
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # allocations and lazy inits happen before capture
+            for _ in range(warmup):
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out, self.overflow = self._step()
+
+    def _step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size, check_overflow=False)
+        with self.autocast:
+            out = self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d).rec_img_d
+        return out, maps.overflow
+
+    def __call__(self, verts_d: torch.Tensor) -> torch.Tensor:
+        n, batch = verts_d.shape[0], self.verts_d.shape[0]
+        if n < batch:
+            verts_d = torch.cat([verts_d, verts_d[-1:].expand(batch - n, -1, -1)])
+        self.verts_d.copy_(verts_d)
+        self.graph.replay()
+        if self.overflow is not None and bool(self.overflow):  # rare: render this batch the default way
+            maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size)
+            with self.autocast:
+                return self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d).rec_img_d[:n]
+        return self.out[:n].clone()
