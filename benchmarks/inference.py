@@ -8,8 +8,9 @@ of the network (``Generator.encode``) computed once and only ``decode`` run per 
 ``gdpw animate`` does for a video; and (``--compile``) the folded channels_last decoder under
 torch.compile with freezing (inductor pre-packs the conv weights once).
 Every variant is checked against the baseline's output (max abs difference <= 1e-4).
-With ``--device cuda`` it also reports frames per second of the full pipeline (render + generate,
-the source encoded once) at batch 1 and 16 in fp32, fp16 and bf16.
+With ``--device cuda`` (or ``--pipeline``) it also times the full pipeline per frame (render and
+decode, the source encoded once) at batch 1 and 16 in fp32, fp16 and bf16, eager, under a CUDA
+graph (CUDA) and under torch.compile (``--compile``), each against fp32 eager.
 
     python benchmarks/inference.py [--guidance neural_codes] [--repeats 5] [--compile] [--device cpu] [--pipeline]
 """
@@ -48,20 +49,27 @@ def inputs(cfg: GeneratorConfig, batch: int, size: int, device: torch.device) ->
     return tuple(t.to(device) for t in (img, disp, codes, codes))
 
 
-def generator_speed(args: argparse.Namespace, device: torch.device) -> None:
-    cfg = GeneratorConfig(guidance=args.guidance)
+def conditioned_generator(cfg: GeneratorConfig, device: torch.device) -> Generator:
+    """A random generator in eval mode whose spectral norms were conditioned by power iterations
+    on small inputs (sigma > 0, as training leaves them) and whose BatchNorms hold non-trivial
+    statistics, as trained weights have."""
     torch.manual_seed(0)
     base = Generator(cfg).to(device)
     with torch.no_grad():
-        # power iterations on small inputs condition the spectral norms (sigma > 0), as training does
         small = inputs(cfg, 1, 64, device)
         for _ in range(8):
             base(*small)
         base.eval()
-        for m in base.modules():  # non-trivial BatchNorm statistics, as trained weights have
+        for m in base.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
+    return base
+
+
+def generator_speed(args: argparse.Namespace, device: torch.device) -> None:
+    cfg = GeneratorConfig(guidance=args.guidance)
+    base = conditioned_generator(cfg, device)
     x = inputs(cfg, 1, args.size, device)
     n_params = sum(p.numel() for p in base.parameters())
     print(f"generator {cfg.guidance}: {n_params / 1e6:.1f}M parameters, {args.size}x{args.size}, batch 1, "
@@ -116,14 +124,22 @@ class _Decoder(torch.nn.Module):
 
 
 def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
+    """Render and decode per frame, the source encoded once, at batch 1 and 16 in each precision:
+    eager, under a CUDA graph (CUDA) and under torch.compile (``--compile``), each with its max
+    difference to fp32 eager. Rendering is the static path on CUDA (no host synchronisation)."""
     from gdpw.flame import FLAME, FlameParams, orthographic
     from gdpw.model import GuidedGenerator
+    from gdpw.pipeline.graphed import GraphedDecode
 
+    cuda = device.type == "cuda"
     flame = FLAME().to(device)
     cfg = GeneratorConfig(guidance=args.guidance, num_verts=flame.num_verts)
     max_conv_bytes = CPU_MAX_CONV_BYTES if device.type == "cpu" else None
-    gen = fold_for_inference(Generator(cfg).eval(), max_conv_bytes).to(device).to(memory_format=torch.channels_last)
-    guided = GuidedGenerator(gen, flame.faces)
+    gen = fold_for_inference(conditioned_generator(cfg, device), max_conv_bytes).to(memory_format=torch.channels_last)
+    guided = GuidedGenerator(gen, flame.faces, antialias=args.antialias, static=cuda)
+    size = (args.size, args.size)
+    print(f"pipeline: render ({'static' if cuda else 'default'} path, antialias {args.antialias}) + decode, "
+          f"the source encoded once")
     for batch in (1, 16):
         cam = torch.tensor([[6.0, 0.0, 0.02]], device=device).expand(batch, 3)
         pose = torch.zeros(batch, 3, device=device)
@@ -131,19 +147,35 @@ def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
         vs = orthographic(flame(FlameParams(global_pose=torch.zeros(batch, 3, device=device))).vertices, cam)
         vd = orthographic(flame(FlameParams(global_pose=pose)).vertices, cam)
         img = torch.rand(1, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
+        ref: torch.Tensor | None = None
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            name = str(dtype).split(".")[-1]
             autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-            with torch.inference_mode(), autocast:  # the source half once per video, as gdpw animate does
-                encoding = guided.encode(img, vs[:1])
-
-            def step() -> torch.Tensor:
-                maps = guided.driving_guidance(vs[:1], vd, (args.size, args.size))
-                with autocast:
-                    return guided.network.decode(encoding, maps.geom_disp, maps.codes_d).rec_img_d
-
             with torch.inference_mode():
-                t, _ = timed(step, args.repeats, device)
-            print(f"pipeline (render + generate) batch {batch:2d} {str(dtype).split('.')[-1]:>8}: {batch / t:8.1f} frames/s")
+                with autocast:
+                    encoding = guided.encode(img, vs[:1])
+                t_render, maps = timed(lambda: guided.driving_guidance(vs[:1], vd, size), args.repeats, device)
+
+                def decode(maps=maps, encoding=encoding, autocast=autocast) -> torch.Tensor:  # type: ignore[no-untyped-def]
+                    with autocast:
+                        return guided.network.decode(encoding, maps.geom_disp, maps.codes_d).rec_img_d.float()
+
+                t_decode, out = timed(decode, args.repeats, device)
+                ref = out if ref is None else ref
+                rows = [("eager", t_render + t_decode, out)]
+                if cuda:
+                    graphed = GraphedDecode(guided, encoding, vs[:1], batch, autocast)
+                    t_graph, out_graph = timed(lambda: graphed(vd).float(), args.repeats, device)
+                    rows.append(("CUDA graph (render + decode)", t_graph, out_graph))
+                if args.compile:
+                    compiled = torch.compile(decode, mode="reduce-overhead" if cuda else "default")
+                    t_comp, out_comp = timed(compiled, args.repeats, device)
+                    rows.append(("torch.compile decode", t_render + t_comp, out_comp))
+            print(f"batch {batch:2d} {name:>8}: render {1000 * t_render / batch:7.2f} ms/frame, "
+                  f"decode {1000 * t_decode / batch:7.2f} ms/frame")
+            for variant, t, res in rows:
+                print(f"    {variant:<30} {1000 * t / batch:7.2f} ms/frame {batch / t:9.1f} frames/s   "
+                      f"max|diff| to fp32 eager {(res - ref).abs().max().item():.1e}")
 
 
 def main() -> None:
@@ -154,6 +186,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time torch.compile (slow to build on a CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--pipeline", action="store_true", help="also time render + generate on the CPU (always on CUDA)")
+    p.add_argument("--antialias", action="store_true", help="render antialiased guidance, as released checkpoints need")
     args = p.parse_args()
     device = torch.device(args.device)
     generator_speed(args, device)
