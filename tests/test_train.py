@@ -159,3 +159,15 @@ def test_accelerate_engine_runs_the_same_steps(tiny_data: Path, tmp_path: Path) 
     assert sorted(b) == [1, 2, 3]
     for s in (1, 2, 3):
         assert b[s] == pytest.approx(a[s], rel=1e-5)
+
+
+def test_channels_last_training_step_matches(tiny_data: Path, tmp_path: Path) -> None:
+    losses = []
+    for cl in (False, True):
+        tr = Trainer(tiny_config(tiny_data, tmp_path / f"cl{cl}", channels_last=cl), resume=False)
+        losses.append(tr.train_step(next(tr.batches(0))))
+        if cl:
+            assert tr.gen.down_layers["x1"].conv.weight_orig.is_contiguous(memory_format=torch.channels_last)
+    assert losses[0].keys() == losses[1].keys()
+    for k in losses[0]:
+        assert abs(losses[0][k] - losses[1][k]) <= 1e-4 * max(1.0, abs(losses[0][k])), k

@@ -62,6 +62,7 @@ class TrainConfig:
     antialias: bool = False  # antialiased guidance maps (the official renderer's; the released models' input)
     engine: Literal["torch", "accelerate"] = "torch"  # accelerate: multi-GPU / multi-node through HF Accelerate
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 / fp16: autocast on GPU
+    channels_last: bool = False  # networks and batches in channels_last memory format (faster convs on GPUs)
     log_every: int = 50
     image_every: int = 1000
     checkpoint_every: int = 1000
