@@ -6,7 +6,8 @@ line adding to the one before: the folded network (``gdpw.model.fold``), channel
 the wide convs split into cache-sized groups of output channels (``SplitConv2d``), the source half
 of the network (``Generator.encode``) computed once and only ``decode`` run per frame, as
 ``gdpw animate`` does for a video; and (``--compile``) the folded channels_last decoder under
-torch.compile with freezing (inductor pre-packs the conv weights once).
+torch.compile with freezing (inductor pre-packs the conv weights once); (``--onnx``) onnxruntime's
+CPU execution of the exported ``decode.onnx`` (``gdpw export``) against the folded PyTorch decode.
 Every variant is checked against the baseline's output (max abs difference <= 1e-4).
 With ``--device cuda`` (or ``--pipeline``) it also times the full pipeline per frame (render and
 decode, the source encoded once) at batch 1 and 16 in fp32, fp16 and bf16, eager, under a CUDA
@@ -109,6 +110,36 @@ def generator_speed(args: argparse.Namespace, device: torch.device) -> None:
             print(f"{name:<50} {t * 1000:8.1f} ms/frame  {t_base / t:.2f}x   max|diff| {err:.1e} {ok}")
             best = min(best, t)
         print(f"best speed-up over the released way: {t_base / best:.2f}x")
+    if args.onnx:
+        onnx_speed(args, base, fast, encoding, x_cl, ref, t_base)
+
+
+def onnx_speed(args: argparse.Namespace, base: Generator, fast: Generator, encoding: SourceEncoding,
+               x_cl: tuple[torch.Tensor, ...], ref: torch.Tensor, t_base: float) -> None:
+    """onnxruntime's CPU execution of decode.onnx against the folded PyTorch decode, same inputs."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from gdpw.model.export import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        _, decode_path = export_onnx(base.cpu(), tmp, args.size)
+        print(f"(ONNX export: {time.perf_counter() - start:.0f} s)")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(str(decode_path), opts, providers=["CPUExecutionProvider"])
+        names = [i.name for i in sess.get_inputs()]
+        tensors = [encoding.bottom, *[encoding.skips[f"x{s}"] for s in base.cfg.strides[:-1]], x_cl[0]]
+        tensors += [t for t, used in ((x_cl[1], base.cfg.uses_geom_disp), (x_cl[3], base.cfg.uses_codes)) if used]
+        feeds = {n: t.contiguous().cpu().numpy() for n, t in zip(names, tensors)}
+        with torch.inference_mode():
+            t_torch, _ = timed(lambda: fast.decode(encoding, x_cl[1], x_cl[3]).rec_img_d, args.repeats, torch.device("cpu"))
+        t_ort, out = timed(lambda: torch.from_numpy(sess.run(None, feeds)[0]), args.repeats, torch.device("cpu"))
+        print(f"{'onnxruntime CPU, decode.onnx (source encoded once)':<50} {t_ort * 1000:8.1f} ms/frame  {t_base / t_ort:.2f}x   "
+              f"max|diff| {(out - ref.cpu()).abs().max().item():.1e}; folded PyTorch decode {t_torch * 1000:.1f} ms/frame "
+              f"({t_torch / t_ort:.2f}x onnxruntime's speed)")
 
 
 class _Decoder(torch.nn.Module):
@@ -187,6 +218,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--pipeline", action="store_true", help="also time render + generate on the CPU (always on CUDA)")
     p.add_argument("--antialias", action="store_true", help="render antialiased guidance, as released checkpoints need")
+    p.add_argument("--onnx", action="store_true", help="also time onnxruntime (CPU) on the exported decode.onnx")
     args = p.parse_args()
     device = torch.device(args.device)
     generator_speed(args, device)

@@ -82,6 +82,30 @@ def cmd_inspect(args: argparse.Namespace) -> None:
             raise UsageError("the forward pass produced non-finite values")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from gdpw.common.errors import MissingAssetError
+    from gdpw.model.checkpoint import load_checkpoint
+    from gdpw.model.export import check_onnx, export_onnx
+    from gdpw.pipeline.animator import DEMO_CHECKPOINT
+
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise MissingAssetError("ONNX export needs onnx and onnxscript: pip install 'gdpw[export]'") from None
+    ckpt = load_checkpoint(args.checkpoint or DEMO_CHECKPOINT, allow_pickle=args.allow_pickle)
+    size = args.size or ckpt.image_size
+    gen = ckpt.build_generator()
+    encode, decode = export_onnx(gen, args.onnx, size)
+    print(f"wrote {encode} and {decode} (weights beside them in .data files; dynamic batch, {size}x{size})")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("onnxruntime is not installed: not checked (pip install onnxruntime)")
+        return
+    print(f"onnxruntime (CPU) against PyTorch, encode + decode of 3 frames: max |diff| {check_onnx(gen, args.onnx, size):.1e}")
+
+
 def _add_allow_pickle(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-pickle",
@@ -118,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward", type=int, metavar="SIZE", help="run the generator on random SIZExSIZE inputs")
     _add_allow_pickle(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "export",
+        help="write the generator as ONNX (encode.onnx + decode.onnx) and check it with onnxruntime",
+        epilog="examples:\n  gdpw export --onnx onnx/                       # the demo generator\n"
+               "  gdpw export --onnx onnx/ --checkpoint released_neural_codes.pth",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--onnx", required=True, metavar="FOLDER", help="where to write encode.onnx and decode.onnx")
+    p.add_argument("--checkpoint", help="gdpw or released checkpoint (default: the shipped demo generator)")
+    p.add_argument("--size", type=int, help="crop size of the example inputs (default: the checkpoint's)")
+    _add_allow_pickle(p)
+    p.set_defaults(func=cmd_export)
 
     render.add_parser(sub)
     synth.add_parser(sub)
