@@ -405,3 +405,44 @@ def test_decoder_precision_and_cuda_graph_option(astronaut: Path, tmp_path: Path
     assert 0 < diff.max() <= 16 and diff.mean() < 2  # bf16 autocast: close, not equal
     assert main(["frontalize", "--source", str(astronaut), "--cuda-graph", "-o", str(tmp_path / "f.png")]) == 2
     assert "CUDA graphs need a CUDA device" in _one_line_error(capsys, "frontalize")
+
+
+def test_motion_files(astronaut: Path, driving_video: Path, tmp_path: Path, capsys,
+                      flame_pickle_and_embedding: tuple[Path, Path]) -> None:
+    from PIL import Image
+
+    from gdpw.flame import load_motion, save_motion
+
+    motion = tmp_path / "drive.motion.npz"
+    assert main(["fit", "--input", str(driving_video), "-o", str(motion)]) == 0
+    with np.load(motion) as z:
+        assert "images" not in z.files and "shape" not in z.files  # no face data, no identity
+    clip = load_motion(motion, FLAME())
+    assert len(clip.params) == 8 and clip.fps == pytest.approx(10.0) and clip.recipe == "gdpw"
+    out = tmp_path / "from_motion.mp4"
+    assert main(["animate", "--source", str(astronaut), "--driving", str(motion), "-o", str(out)]) == 0
+    frames, info = read_video(out)
+    assert frames.shape[0] == 8 and info.fps == pytest.approx(10.0)
+    # relative motion from the motion file equals relative motion from the video it was fitted on
+    image = np.asarray(Image.open(astronaut))
+    with Animator(AnimateConfig(paste_back=False)) as animator:
+        video_frames, _ = read_video(driving_video)
+        from_video = animator.animate(image, list(video_frames), fps=10.0).crops
+        from_file = animator.animate_motion(image, load_motion(motion, animator.flame)).crops
+    assert np.array_equal(from_video, from_file)
+    # edits and sweeps save as motion files
+    assert main(["edit", "--source", str(astronaut), "--sweep", "yaw:-10:10:3", "-o", str(tmp_path / "s.mp4"),
+                 "--save-motion", str(tmp_path / "sweep.motion.npz")]) == 0
+    assert len(load_motion(tmp_path / "sweep.motion.npz", FLAME()).params) == 5
+    # a motion file for another FLAME model, or not a motion file: one line, nothing written
+    pkl, _ = flame_pickle_and_embedding
+    other = FLAME(pkl)
+    save_motion(tmp_path / "other.motion.npz", clip.params.replace(expression=torch.zeros(8, 100), shape=torch.zeros(300)),
+                other, 10.0, 256)
+    capsys.readouterr()
+    for bad, message in ((tmp_path / "other.motion.npz", "100 expression components"),
+                         (tmp_path / "broken.motion.npz", "not a readable motion file")):
+        if not bad.exists():
+            bad.write_bytes(b"PK\x03\x04 not a zip")
+        assert main(["animate", "--source", str(astronaut), "--driving", str(bad), "-o", str(tmp_path / "x.mp4")]) == 2
+        assert message in _one_line_error(capsys, "animate") and not (tmp_path / "x.mp4").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gdpw.common.errors import UsageError
+from gdpw.flame.motion import is_motion_file, load_motion, save_motion
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -34,10 +35,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("animate", help="animate a portrait with a driving video", formatter_class=fmt, epilog="""examples:
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4
   gdpw animate --source faces/ --driving talk.mp4 -o outs/ --side-by-side --profile
+  gdpw fit --input talk.mp4 -o talk.motion.npz && gdpw animate --source face.jpg --driving talk.motion.npz -o out.mp4
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4 --checkpoint released.pth --flame generic_model.pkl \\
       --landmark-embedding landmark_embedding.npy --fit.iterations 600""")
     p.add_argument("--source", required=True, help="portrait image, or a folder of them (batch mode)")
-    p.add_argument("--driving", required=True, help="driving video")
+    p.add_argument("--driving", required=True, help="driving video, or a motion file (.motion.npz from gdpw fit)")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (a folder in batch mode)")
     p.add_argument("--motion", choices=["relative", "absolute"],
                    help="relative to the first driving frame, or absolute (default: absolute for the official crop "
@@ -65,6 +67,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--shape", help="INDEX=VALUE[,...] identity coefficients")
     p.add_argument("--json", help="a JSON file with any of the edit fields")
     p.add_argument("--sweep", help="FIELD:START:STOP:STEPS, e.g. yaw:-30:30:15 (writes an mp4)")
+    p.add_argument("--save-motion", metavar="PATH", help="also write the edit or sweep as a motion file (.motion.npz)")
     p.add_argument("--fps", type=float, default=15.0)
     _common(p)
     p.set_defaults(func=cmd_edit)
@@ -77,9 +80,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(func=cmd_frontalize)
 
     p = sub.add_parser("fit", help="fit FLAME to an image or a video and save the parameters",
-                       epilog="example: gdpw fit --input talk.mp4 -o talk_flame.npz --preview talk_fit.png")
+                       formatter_class=fmt, epilog="""examples:
+  gdpw fit --input talk.mp4 -o talk_flame.npz --preview talk_fit.png
+  gdpw fit --input talk.mp4 -o talk.motion.npz        # a motion file: drives portraits, no face data""")
     p.add_argument("--input", required=True, help="image or video")
-    p.add_argument("-o", "--output", required=True, help=".npz with shape, expression, poses and cameras")
+    p.add_argument("-o", "--output", required=True,
+                   help=".npz with shape, expression, poses and cameras; a .motion.npz name writes a motion file")
     p.add_argument("--preview", help="PNG: the crop beside the fitted mesh (first frame)")
     p.add_argument("--preview-size", type=int, default=256, help="crop side of the preview in pixels (default 256)")
     p.add_argument("--max-frames", type=int)
@@ -113,18 +119,29 @@ def cmd_animate(args: argparse.Namespace) -> None:
     sources = sorted(p for p in src.iterdir() if _is_image(p)) if src.is_dir() else [src]
     if not sources:
         raise UsageError(f"no images in {src}")
-    t0 = time.perf_counter()
-    driving, info = read_video(args.driving, args.max_frames)
-    decode = time.perf_counter() - t0
     with Animator(_config(args)) as animator:
+        t0 = time.perf_counter()
+        motion_file = load_motion(args.driving, animator.flame) if is_motion_file(args.driving) else None
+        if motion_file is not None:
+            if args.side_by_side:
+                raise UsageError("--side-by-side needs a driving video (a motion file has no frames)")
+            motion_file.params = motion_file.params.select(slice(0, args.max_frames))
+            fps, audio = motion_file.fps, None
+        else:
+            driving, info = read_video(args.driving, args.max_frames)
+            fps, audio = info.fps, (args.driving if info.has_audio else None)
+        decode = time.perf_counter() - t0
         for path in tqdm(sources, desc="animate", unit="source", disable=len(sources) == 1):
             out = Path(args.output) / f"{path.stem}.mp4" if src.is_dir() else Path(args.output)
-            result = animator.animate(read_image(path), list(driving), fps=info.fps, motion=args.motion,
-                                      side_by_side=args.side_by_side)
+            if motion_file is not None:
+                result = animator.animate_motion(read_image(path), motion_file, motion=args.motion)
+            else:
+                result = animator.animate(read_image(path), list(driving), fps=fps, motion=args.motion,
+                                          side_by_side=args.side_by_side)
             t = time.perf_counter()
-            write_video(out, result.frames, info.fps, audio_from=args.driving if info.has_audio else None)
+            write_video(out, result.frames, fps, audio_from=audio)
             timings = {"decode": decode, **result.timings, "encode": time.perf_counter() - t}
-            print(f"wrote {out}: {len(result.frames)} frames at {info.fps:g} fps")
+            print(f"wrote {out}: {len(result.frames)} frames at {fps:g} fps")
             if args.profile:
                 n = len(result.frames)
                 print("stage      seconds   frames/s")
@@ -167,8 +184,12 @@ def cmd_edit(args: argparse.Namespace) -> None:
         else:
             if out.suffix.lower() == ".mp4":
                 raise UsageError("an .mp4 output needs --sweep; give an image path for a single edit")
-            _save_image(animator.animate_fit(source, apply_edit(source.fit, spec, convention=animator.recipe)).frames, out)
+            target = apply_edit(source.fit, spec, convention=animator.recipe)
+            _save_image(animator.animate_fit(source, target).frames, out)
             print(f"wrote {out}")
+        if args.save_motion:
+            save_motion(args.save_motion, target, animator.flame, args.fps, animator.size, animator.recipe)
+            print(f"wrote {args.save_motion}: {len(target)} frame(s) of motion")
 
 
 def cmd_frontalize(args: argparse.Namespace) -> None:
@@ -201,8 +222,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
             track, first = tracker.track(list(frames), info.fps), frames[0]
     fit = track.params
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **fit.to_numpy())
+    if is_motion_file(out):
+        save_motion(out, fit, flame, 25.0 if _is_image(path) else info.fps, tracker.crop_size, tracker.recipe)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, **fit.to_numpy())
     print(f"wrote {out}: {len(fit)} frame(s), landmark RMS {float(fit.landmark_error.mean()):.4f} (NDC)")
     if args.preview:
         _save_preview(flame, fit, crop(first, track.box, args.preview_size), Path(args.preview))

@@ -4,6 +4,7 @@ from .blendshapes import BlendshapeMap
 from .camera import orthographic, perspective
 from .flame import DEMO_HEAD, FLAME, FlameOutput, FlameParams, HeadConfig, contour_bins, resolve_flame_path
 from .io import FlameData, FlameFileError, LandmarkEmbedding, load_flame, load_landmark_embedding
+from .motion import MotionFile, is_motion_file, load_motion, save_motion
 from .sequence import FlameSequence
 
 __all__ = [
@@ -17,10 +18,14 @@ __all__ = [
     "FlameSequence",
     "HeadConfig",
     "LandmarkEmbedding",
+    "MotionFile",
     "contour_bins",
+    "is_motion_file",
+    "load_motion",
     "load_flame",
     "load_landmark_embedding",
     "orthographic",
     "perspective",
     "resolve_flame_path",
+    "save_motion",
 ]

@@ -24,6 +24,7 @@ from gdpw.common.timing import StageTimes
 from gdpw.fit import FaceTracker, Track, TrackConfig
 from gdpw.flame import FlameSequence, HeadConfig
 from gdpw.flame.lbs import batch_rodrigues, matrix_to_axis_angle
+from gdpw.flame.motion import MotionFile
 from gdpw.model import GuidedGenerator
 from gdpw.model.checkpoint import Checkpoint, load_checkpoint
 from gdpw.model.fold import CPU_MAX_CONV_BYTES, fold_for_inference
@@ -195,8 +196,26 @@ class Animator:
         self.timings.clear()
         source = self.prepare_source(source_image)
         driving = self.track_driving(driving_frames, fps)
-        motion = motion or ("absolute" if self.recipe == "official" else "relative")
-        crops = self.generate(source, transfer_motion(source.fit, driving.params, motion))
+        return self.drive(source, driving.params, motion, driving_frames, side_by_side)
+
+    def animate_motion(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None) -> AnimationResult:
+        """Animate a portrait with a motion file's performance (``gdpw.flame.motion``)."""
+        self.timings.clear()
+        motion = motion or self.default_motion
+        if motion == "absolute" and motion_file.recipe != self.recipe:
+            raise ConfigError(f"the motion was fitted in {motion_file.recipe}-recipe crops but this checkpoint uses the "
+                              f"{self.recipe} recipe: absolute motion would misplace the head (relative motion works)")
+        return self.drive(self.prepare_source(source_image), motion_file.params, motion)
+
+    @property
+    def default_motion(self) -> Motion:
+        """Absolute for the official recipe (as the paper's demo), relative for gdpw's."""
+        return "absolute" if self.recipe == "official" else "relative"
+
+    def drive(self, source: Source, driving: FlameSequence, motion: Motion | None = None,
+              driving_frames: Sequence[np.ndarray] | None = None, side_by_side: bool = False) -> AnimationResult:
+        """A prepared source driven by FLAME parameters over time (fitted, edited or from a motion file)."""
+        crops = self.generate(source, transfer_motion(source.fit, driving, motion or self.default_motion))
         return AnimationResult(self.compose(source, crops, driving_frames, side_by_side), crops, dict(self.timings))
 
     def animate_fit(self, source: Source, target: FlameSequence) -> AnimationResult:
