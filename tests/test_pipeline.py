@@ -446,3 +446,14 @@ def test_motion_files(astronaut: Path, driving_video: Path, tmp_path: Path, caps
             bad.write_bytes(b"PK\x03\x04 not a zip")
         assert main(["animate", "--source", str(astronaut), "--driving", str(bad), "-o", str(tmp_path / "x.mp4")]) == 2
         assert message in _one_line_error(capsys, "animate") and not (tmp_path / "x.mp4").exists()
+
+
+def test_a_driving_image_gives_an_image(astronaut: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    clip = render_clip(FLAME(), SynthConfig(size=192, frames_per_clip=1, seed=5), 2, 0)
+    Image.fromarray(clip.images[0]).save(tmp_path / "drive.png")
+    assert main(["animate", "--source", str(astronaut), "--driving", str(tmp_path / "drive.png"), "-o", str(tmp_path / "o.png")]) == 0
+    assert Image.open(tmp_path / "o.png").size == (512, 512)
+    assert main(["animate", "--source", str(astronaut), "--driving", str(tmp_path / "drive.png"), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "name the output .png" in _one_line_error(capsys, "animate")

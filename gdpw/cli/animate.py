@@ -36,10 +36,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4
   gdpw animate --source faces/ --driving talk.mp4 -o outs/ --side-by-side --profile
   gdpw fit --input talk.mp4 -o talk.motion.npz && gdpw animate --source face.jpg --driving talk.motion.npz -o out.mp4
+  gdpw animate --source face.jpg --driving expression.jpg -o out.png        # one driving image, one image out
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4 --checkpoint released.pth --flame generic_model.pkl \\
       --landmark-embedding landmark_embedding.npy --fit.iterations 600""")
     p.add_argument("--source", required=True, help="portrait image, or a folder of them (batch mode)")
-    p.add_argument("--driving", required=True, help="driving video, or a motion file (.motion.npz from gdpw fit)")
+    p.add_argument("--driving", required=True,
+                   help="driving video, a driving image (writes an image), or a motion file (.motion.npz from gdpw fit)")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (a folder in batch mode)")
     p.add_argument("--motion", choices=["relative", "absolute"],
                    help="relative to the first driving frame, or absolute (default: absolute for the official crop "
@@ -127,6 +129,10 @@ def cmd_animate(args: argparse.Namespace) -> None:
                 raise UsageError("--side-by-side needs a driving video (a motion file has no frames)")
             motion_file.params = motion_file.params.select(slice(0, args.max_frames))
             fps, audio = motion_file.fps, None
+        elif _is_image(Path(args.driving)):
+            driving, fps, audio = read_image(args.driving)[None], 25.0, None
+            if not _is_image(Path(args.output)) and not src.is_dir():
+                raise UsageError("a driving image gives an image: name the output .png or .jpg")
         else:
             driving, info = read_video(args.driving, args.max_frames)
             fps, audio = info.fps, (args.driving if info.has_audio else None)
@@ -139,7 +145,11 @@ def cmd_animate(args: argparse.Namespace) -> None:
                 result = animator.animate(read_image(path), list(driving), fps=fps, motion=args.motion,
                                           side_by_side=args.side_by_side)
             t = time.perf_counter()
-            write_video(out, result.frames, fps, audio_from=audio)
+            if _is_image(Path(args.driving)):
+                out = out.with_suffix(".png") if src.is_dir() else out
+                _save_image(result.frames, out)
+            else:
+                write_video(out, result.frames, fps, audio_from=audio)
             timings = {"decode": decode, **result.timings, "encode": time.perf_counter() - t}
             print(f"wrote {out}: {len(result.frames)} frames at {fps:g} fps")
             if args.profile:
