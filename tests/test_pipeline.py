@@ -457,3 +457,18 @@ def test_a_driving_image_gives_an_image(astronaut: Path, tmp_path: Path, capsys)
     assert Image.open(tmp_path / "o.png").size == (512, 512)
     assert main(["animate", "--source", str(astronaut), "--driving", str(tmp_path / "drive.png"), "-o", str(tmp_path / "o.mp4")]) == 2
     assert "name the output .png" in _one_line_error(capsys, "animate")
+
+
+def test_every_face_of_a_group_photo(astronaut: Path, driving_video: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    face = np.asarray(Image.open(astronaut))[0:300, 100:400]
+    group = np.concatenate([face, face[:, ::-1]], axis=1)  # two faces, as in the several-faces test
+    Image.fromarray(group).save(tmp_path / "two.png")
+    out = tmp_path / "two.mp4"
+    assert main(["animate", "--source", str(tmp_path / "two.png"), "--driving", str(driving_video), "--all-faces",
+                 "--max-frames", "3", "-o", str(out)]) == 0
+    frames = read_video(out)[0].astype(int)
+    # both halves move with the driver (the video codec alone changes little)
+    for half in (frames[:, :, :300], frames[:, :, 300:]):
+        assert np.abs(half[-1] - half[0]).mean() > 0.2

@@ -48,6 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                         "recipe, as the paper's demo; relative otherwise)")
     p.add_argument("--absolute", action="store_const", dest="motion", const="absolute", help="same as --motion absolute")
     p.add_argument("--side-by-side", action="store_true", help="source | driving | result")
+    p.add_argument("--all-faces", action="store_true", help="animate every face of a group photo with the same driver")
     p.add_argument("--max-frames", type=int, help="use only the first N driving frames")
     p.add_argument("--profile", action="store_true", help="print frames per second for each stage")
     _common(p)
@@ -143,7 +144,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
                 result = animator.animate_motion(read_image(path), motion_file, motion=args.motion)
             else:
                 result = animator.animate(read_image(path), list(driving), fps=fps, motion=args.motion,
-                                          side_by_side=args.side_by_side)
+                                          side_by_side=args.side_by_side, all_faces=args.all_faces)
             t = time.perf_counter()
             if _is_image(Path(args.driving)):
                 out = out.with_suffix(".png") if src.is_dir() else out

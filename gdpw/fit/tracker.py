@@ -111,11 +111,16 @@ class FaceTracker:
         self.close()
 
     # -- stages --------------------------------------------------------------------------------
-    def landmarks(self, image: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """68 landmarks and the two iris centres (pixels) of the chosen face, and its expression and
-        jaw as its blendshapes predict them (None without a blendshape map)."""
+    def count_faces(self, image: np.ndarray) -> int:
         with self.timings.stage("detect"):
-            face = pick_face(self.detector.detect(image), self.cfg.face_index, what)
+            return len(self.detector.detect(image))
+
+    def landmarks(self, image: np.ndarray, what: str,
+                  face_index: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """68 landmarks and the two iris centres (pixels) of the chosen face (``face_index``, else
+        the config's), and its expression and jaw as its blendshapes predict them (None without a map)."""
+        with self.timings.stage("detect"):
+            face = pick_face(self.detector.detect(image), self.cfg.face_index if face_index is None else face_index, what)
         x0, y0, x1, y1 = face.box()
         if max(x1 - x0, y1 - y0) < self.cfg.min_face_pixels:
             raise NoFaceError(f"the face in {what} is too small ({max(x1 - x0, y1 - y0):.0f} px; "
@@ -130,9 +135,9 @@ class FaceTracker:
             return official_boxes(landmarks, self.crop_size)[1]
         return crop_box(landmarks, self.cfg.crop_scale)
 
-    def fit_image(self, image: np.ndarray, what: str = "the source image") -> Track:
+    def fit_image(self, image: np.ndarray, what: str = "the source image", face_index: int | None = None) -> Track:
         """One portrait: its crop box and a one-frame fit."""
-        lmk, iris, observed = self.landmarks(image, what)
+        lmk, iris, observed = self.landmarks(image, what, face_index)
         box = self.box(lmk)
         with self.timings.stage("fit"):
             if self.deca is not None:

@@ -18,7 +18,7 @@ import torch
 
 from gdpw.common.config import flat
 from gdpw.common.crop import CropBox, CropRecipe, crop, paste_back
-from gdpw.common.errors import CheckpointError, ConfigError
+from gdpw.common.errors import CheckpointError, ConfigError, NoFaceError
 from gdpw.common.images import resize_to_height, to_tensor, to_uint8
 from gdpw.common.timing import StageTimes
 from gdpw.fit import FaceTracker, Track, TrackConfig
@@ -132,10 +132,17 @@ class Animator:
         self.close()
 
     # -- stages --------------------------------------------------------------------------------
-    def prepare_source(self, image: np.ndarray) -> Source:
-        """Crop and fit the source portrait."""
-        track = self.tracker.fit_image(image)
+    def prepare_source(self, image: np.ndarray, face_index: int | None = None) -> Source:
+        """Crop and fit the source portrait (its face ``face_index`` when given)."""
+        track = self.tracker.fit_image(image, face_index=face_index)
         return Source(image, track.box, crop(image, track.box, self.size), track.params)
+
+    def prepare_sources(self, image: np.ndarray) -> list[Source]:
+        """Every face of a group photo, largest first."""
+        n = self.tracker.count_faces(image)
+        if n == 0:
+            raise NoFaceError("no face found in the source image")
+        return [self.prepare_source(image, i) for i in range(n)]
 
     def track_driving(self, frames: Sequence[np.ndarray], fps: float) -> Track:
         return self.tracker.track(frames, fps)
@@ -175,12 +182,16 @@ class Animator:
         return np.concatenate(out)
 
     def compose(self, source: Source, crops: np.ndarray, driving: Sequence[np.ndarray] | None = None,
-                side_by_side: bool = False) -> np.ndarray:
-        """Final frames: pasted back into the source frame (or the crops), optionally source | driving | result."""
+                side_by_side: bool = False, others: Sequence[tuple[Source, np.ndarray]] = ()) -> np.ndarray:
+        """Final frames: pasted back into the source frame (or the crops), optionally source | driving |
+        result. ``others``: more faces of the same frame with their crops, pasted back too."""
         frames = []
         with self.timings.stage("compose"):
             for i, c in enumerate(crops):
                 main = paste_back(source.image, c, source.box) if self.cfg.paste_back else c
+                if self.cfg.paste_back:
+                    for other, other_crops in others:
+                        main = paste_back(main, other_crops[i], other.box)
                 if side_by_side:
                     h = main.shape[0]
                     panels = [resize_to_height(source.image, h), resize_to_height(driving[i], h) if driving is not None else None, main]
@@ -190,13 +201,19 @@ class Animator:
 
     # -- whole jobs ----------------------------------------------------------------------------
     def animate(self, source_image: np.ndarray, driving_frames: Sequence[np.ndarray], fps: float = 25.0,
-                motion: Motion | None = None, side_by_side: bool = False) -> AnimationResult:
+                motion: Motion | None = None, side_by_side: bool = False, all_faces: bool = False) -> AnimationResult:
         """Animate a portrait with a driving video (frames as RGB uint8 arrays). ``motion``: the
-        official recipe's default is absolute (as ``face_reenact_demo``), gdpw's relative."""
+        official recipe's default is absolute (as ``face_reenact_demo``), gdpw's relative.
+        ``all_faces``: every face of a group photo follows the driver, each pasted back in place."""
         self.timings.clear()
-        source = self.prepare_source(source_image)
+        sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
         driving = self.track_driving(driving_frames, fps)
-        return self.drive(source, driving.params, motion, driving_frames, side_by_side)
+        if len(sources) == 1:
+            return self.drive(sources[0], driving.params, motion, driving_frames, side_by_side)
+        motion = motion or self.default_motion
+        parts = [(s, self.generate(s, transfer_motion(s.fit, driving.params, motion))) for s in sources]
+        frames = self.compose(*parts[0], driving_frames, side_by_side, others=parts[1:])
+        return AnimationResult(frames, parts[0][1], dict(self.timings))
 
     def animate_motion(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None) -> AnimationResult:
         """Animate a portrait with a motion file's performance (``gdpw.flame.motion``)."""
