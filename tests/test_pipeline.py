@@ -472,3 +472,19 @@ def test_every_face_of_a_group_photo(astronaut: Path, driving_video: Path, tmp_p
     # both halves move with the driver (the video codec alone changes little)
     for half in (frames[:, :, :300], frames[:, :, 300:]):
         assert np.abs(half[-1] - half[0]).mean() > 0.2
+
+
+def test_web_ui_animates_from_a_motion_file(astronaut: Path, driving_video: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from gdpw.app.web import AppState, run_animation
+
+    motion = tmp_path / "drive.motion.npz"
+    assert main(["fit", "--input", str(driving_video), "-o", str(motion), "--max-frames", "4"]) == 0
+    state = AppState({"demo": None}, AnimateConfig())
+    try:
+        out = run_animation(state, np.asarray(Image.open(astronaut)), None, str(motion), "demo", "auto", False)
+        frames, info = read_video(out)
+        assert frames.shape[0] == 4 and info.fps == pytest.approx(10.0)
+    finally:
+        state.close()

@@ -56,10 +56,30 @@ def demo_assets(folder: Path) -> tuple[np.ndarray, str]:
     return source, str(video)
 
 
+def run_animation(state: AppState, source: np.ndarray, driving: str | None, motion_file: str | None, label: str,
+                  motion: str, side_by_side: bool) -> Path:
+    """The page's Animate button: a portrait driven by a video or by a motion file; the result's path."""
+    from gdpw.data.video import read_video, write_video
+    from gdpw.flame import load_motion
+
+    animator = state.animator(label)
+    mode = None if motion == "auto" else motion
+    image = np.ascontiguousarray(source[..., :3])
+    out = state.workdir / f"result_{len(list(state.workdir.glob('result_*')))}.mp4"
+    if motion_file:
+        clip = load_motion(motion_file, animator.flame)
+        result = animator.animate_motion(image, clip, motion=mode)  # type: ignore[arg-type]
+        write_video(out, result.frames, clip.fps)
+    else:
+        assert driving is not None
+        frames, info = read_video(driving, max_frames=300)
+        result = animator.animate(image, list(frames), fps=info.fps, motion=mode, side_by_side=side_by_side)  # type: ignore[arg-type]
+        write_video(out, result.frames, info.fps, audio_from=driving if info.has_audio else None)
+    return out
+
+
 def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = None) -> Any:
     import gradio as gr
-
-    from gdpw.data.video import read_video, write_video
 
     state = AppState(checkpoints, base or AnimateConfig())
     workdir = state.workdir
@@ -68,21 +88,15 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
     def use_demo() -> tuple[np.ndarray, str]:
         return demo_assets(workdir)
 
-    def animate(source: np.ndarray | None, driving: str | None, label: str, motion: str, side: bool,
-                progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
-        if source is None or not driving:
-            raise gr.Error("Upload a portrait and a driving video (or press 'Use the demo assets').")
+    def animate(source: np.ndarray | None, driving: str | None, motion_file: str | None, label: str, motion: str,
+                side: bool, progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008
+        if source is None or not (driving or motion_file):
+            raise gr.Error("Upload a portrait and a driving video or motion file (or press 'Use the demo assets').")
         try:
-            frames, info = read_video(driving, max_frames=300)
-            animator = state.animator(label)
             progress(0.2, desc="fitting and generating")
-            result = animator.animate(np.ascontiguousarray(source[..., :3]), list(frames), fps=info.fps,
-                                      motion=None if motion == "auto" else motion, side_by_side=side)
-            out = workdir / f"result_{len(list(workdir.glob('result_*')))}.mp4"
-            write_video(out, result.frames, info.fps, audio_from=driving if info.has_audio else None)
+            return str(run_animation(state, source, driving, motion_file, label, motion, side))
         except Exception as err:  # shown to the user as one line, whatever failed
             raise gr.Error(f"{type(err).__name__}: {err}") from None
-        return str(out)
 
     def edit(source: np.ndarray | None, label: str, yaw: float, pitch: float, roll: float, jaw: float,
              *expression: float) -> np.ndarray:
@@ -98,11 +112,13 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
 
     # Gradio keeps its own copies of uploads and results: drop those older than an hour, hourly
     with gr.Blocks(title="gdpw: one-shot face animation", delete_cache=(3600, 3600)) as app:
-        gr.Markdown("# gdpw — geometry-driven progressive warping\nUpload a portrait and a driving video, "
+        gr.Markdown("# gdpw — geometry-driven progressive warping\nUpload a portrait and a driving video (or a motion file), "
                     "or use the built-in demo head.")
         with gr.Row():
             source = gr.Image(label="Portrait", type="numpy", format="png", elem_id="source")
             driving = gr.Video(label="Driving video", elem_id="driving")
+            motion_file = gr.File(label="... or a motion file (gdpw fit -o x.motion.npz)", file_types=[".npz"],
+                                  type="filepath", elem_id="motion-file")
         with gr.Row():
             demo_btn = gr.Button("Use the demo assets", elem_id="use-demo")
             label = gr.Dropdown(labels, value=labels[0], label="Checkpoint (guidance)", elem_id="checkpoint")
@@ -121,7 +137,7 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
             edit_btn = gr.Button("Apply edit", elem_id="apply-edit")
             edited = gr.Image(label="Edited", format="png", elem_id="edited")
         demo_btn.click(use_demo, outputs=[source, driving])
-        run.click(animate, inputs=[source, driving, label, motion, side], outputs=result)
+        run.click(animate, inputs=[source, driving, motion_file, label, motion, side], outputs=result)
         edit_btn.click(edit, inputs=[source, label, yaw, pitch, roll, jaw, *exps], outputs=edited)
     app.gdpw_state = state  # so callers can close the animators
     return app
