@@ -105,8 +105,7 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
             errors.append(f"{video}: {err}")
         else:
             clips.append(replace(infos[video], frames=n))
-    recipe = "official" if cfg.track.crop == "official" else "gdpw"
-    write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, num_verts, {"crop": recipe})
+    write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, num_verts, {"crop": cfg.track.recipe()})
     return clips, errors
 
 

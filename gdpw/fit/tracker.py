@@ -26,7 +26,7 @@ from gdpw.common.errors import NoFaceError
 from gdpw.common.timing import StageTimes
 from gdpw.flame import FLAME, BlendshapeMap, FlameSequence
 
-from .detect import FaceDetector, MediaPipeDetector, pick_face
+from .detect import DetectedFace, FaceDetector, MediaPipeDetector, pick_face
 from .fitter import FitConfig, LandmarkFitter, Smoothing, smooth_fit, smoothing
 
 DECA_BATCH = 16
@@ -46,6 +46,10 @@ class TrackConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+
+    def recipe(self, default: CropRecipe = "gdpw") -> CropRecipe:
+        """The crop recipe: the configured one, or ``default`` (a checkpoint's) for "auto"."""
+        return default if self.crop == "auto" else self.crop
 
 
 @dataclass
@@ -69,7 +73,7 @@ class FaceTracker:
                  timings: StageTimes | None = None, default_recipe: CropRecipe = "gdpw", crop_size: int = 256,
                  detector: FaceDetector | None = None, blendshapes: BlendshapeMap | None = None) -> None:
         self.cfg = cfg = cfg or TrackConfig()
-        self.recipe: CropRecipe = default_recipe if cfg.crop == "auto" else cfg.crop
+        self.recipe: CropRecipe = cfg.recipe(default_recipe)
         self.crop_size = crop_size  # the official recipe maps its box onto this many pixels
         self.smoothing: Smoothing = smoothing(cfg.fit, self.recipe)
         self.flame = flame
@@ -111,16 +115,16 @@ class FaceTracker:
         self.close()
 
     # -- stages --------------------------------------------------------------------------------
-    def count_faces(self, image: np.ndarray) -> int:
-        with self.timings.stage("detect"):
-            return len(self.detector.detect(image))
-
     def landmarks(self, image: np.ndarray, what: str,
                   face_index: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """68 landmarks and the two iris centres (pixels) of the chosen face (``face_index``, else
         the config's), and its expression and jaw as its blendshapes predict them (None without a map)."""
         with self.timings.stage("detect"):
             face = pick_face(self.detector.detect(image), self.cfg.face_index if face_index is None else face_index, what)
+        return self._observe(face, what)
+
+    def _observe(self, face: DetectedFace, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``landmarks``' answer for a detected face; a face under ``min_face_pixels`` counts as none."""
         x0, y0, x1, y1 = face.box()
         if max(x1 - x0, y1 - y0) < self.cfg.min_face_pixels:
             raise NoFaceError(f"the face in {what} is too small ({max(x1 - x0, y1 - y0):.0f} px; "
@@ -137,7 +141,17 @@ class FaceTracker:
 
     def fit_image(self, image: np.ndarray, what: str = "the source image", face_index: int | None = None) -> Track:
         """One portrait: its crop box and a one-frame fit."""
-        lmk, iris, observed = self.landmarks(image, what, face_index)
+        return self._fit_face(image, *self.landmarks(image, what, face_index))
+
+    def fit_faces(self, image: np.ndarray, what: str = "the source image") -> list[Track]:
+        """Every face of a group photo (largest first), from one detection."""
+        with self.timings.stage("detect"):
+            faces = self.detector.detect(image)
+        if not faces:
+            raise NoFaceError(f"no face found in {what}")
+        return [self._fit_face(image, *self._observe(face, f"face {i} of {what}")) for i, face in enumerate(faces)]
+
+    def _fit_face(self, image: np.ndarray, lmk: np.ndarray, iris: np.ndarray, observed: np.ndarray | None) -> Track:
         box = self.box(lmk)
         with self.timings.stage("fit"):
             if self.deca is not None:

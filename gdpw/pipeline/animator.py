@@ -18,7 +18,7 @@ import torch
 
 from gdpw.common.config import flat
 from gdpw.common.crop import CropBox, CropRecipe, crop, paste_back
-from gdpw.common.errors import CheckpointError, ConfigError, NoFaceError
+from gdpw.common.errors import CheckpointError, ConfigError
 from gdpw.common.images import resize_to_height, to_tensor, to_uint8
 from gdpw.common.timing import StageTimes
 from gdpw.fit import FaceTracker, Track, TrackConfig
@@ -132,17 +132,16 @@ class Animator:
         self.close()
 
     # -- stages --------------------------------------------------------------------------------
-    def prepare_source(self, image: np.ndarray, face_index: int | None = None) -> Source:
-        """Crop and fit the source portrait (its face ``face_index`` when given)."""
-        track = self.tracker.fit_image(image, face_index=face_index)
-        return Source(image, track.box, crop(image, track.box, self.size), track.params)
+    def prepare_source(self, image: np.ndarray) -> Source:
+        """Crop and fit the source portrait."""
+        return self._source(image, self.tracker.fit_image(image))
 
     def prepare_sources(self, image: np.ndarray) -> list[Source]:
         """Every face of a group photo, largest first."""
-        n = self.tracker.count_faces(image)
-        if n == 0:
-            raise NoFaceError("no face found in the source image")
-        return [self.prepare_source(image, i) for i in range(n)]
+        return [self._source(image, track) for track in self.tracker.fit_faces(image)]
+
+    def _source(self, image: np.ndarray, track: Track) -> Source:
+        return Source(image, track.box, crop(image, track.box, self.size), track.params)
 
     def track_driving(self, frames: Sequence[np.ndarray], fps: float) -> Track:
         return self.tracker.track(frames, fps)
@@ -208,12 +207,7 @@ class Animator:
         self.timings.clear()
         sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
         driving = self.track_driving(driving_frames, fps)
-        if len(sources) == 1:
-            return self.drive(sources[0], driving.params, motion, driving_frames, side_by_side)
-        motion = motion or self.default_motion
-        parts = [(s, self.generate(s, transfer_motion(s.fit, driving.params, motion))) for s in sources]
-        frames = self.compose(*parts[0], driving_frames, side_by_side, others=parts[1:])
-        return AnimationResult(frames, parts[0][1], dict(self.timings))
+        return self.drive(sources, driving.params, motion, driving_frames, side_by_side)
 
     def animate_motion(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None) -> AnimationResult:
         """Animate a portrait with a motion file's performance (``gdpw.flame.motion``)."""
@@ -222,18 +216,21 @@ class Animator:
         if motion == "absolute" and motion_file.recipe != self.recipe:
             raise ConfigError(f"the motion was fitted in {motion_file.recipe}-recipe crops but this checkpoint uses the "
                               f"{self.recipe} recipe: absolute motion would misplace the head (relative motion works)")
-        return self.drive(self.prepare_source(source_image), motion_file.params, motion)
+        return self.drive([self.prepare_source(source_image)], motion_file.params, motion)
 
     @property
     def default_motion(self) -> Motion:
         """Absolute for the official recipe (as the paper's demo), relative for gdpw's."""
         return "absolute" if self.recipe == "official" else "relative"
 
-    def drive(self, source: Source, driving: FlameSequence, motion: Motion | None = None,
+    def drive(self, sources: Sequence[Source], driving: FlameSequence, motion: Motion | None = None,
               driving_frames: Sequence[np.ndarray] | None = None, side_by_side: bool = False) -> AnimationResult:
-        """A prepared source driven by FLAME parameters over time (fitted, edited or from a motion file)."""
-        crops = self.generate(source, transfer_motion(source.fit, driving, motion or self.default_motion))
-        return AnimationResult(self.compose(source, crops, driving_frames, side_by_side), crops, dict(self.timings))
+        """Prepared sources (faces of one frame) driven by FLAME parameters over time (fitted,
+        edited or from a motion file); the result's crops are the first face's."""
+        motion = motion or self.default_motion
+        parts = [(s, self.generate(s, transfer_motion(s.fit, driving, motion))) for s in sources]
+        frames = self.compose(*parts[0], driving_frames, side_by_side, others=parts[1:])
+        return AnimationResult(frames, parts[0][1], dict(self.timings))
 
     def animate_fit(self, source: Source, target: FlameSequence) -> AnimationResult:
         """Drive a prepared source with explicit FLAME parameters (edits, sweeps, the demo)."""

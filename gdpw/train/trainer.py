@@ -95,11 +95,11 @@ class Trainer:
         self.dataset = self._make_dataset()
         self.image_size = self._check_facts(self.dataset.source)
         self.gen = Generator(cfg.generator).to(self.device)
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.gen = self.gen.to(memory_format=memory_format)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.gen = self.gen.to(memory_format=self.memory_format)
         lc = cfg.loss
         self.use_gan = lc.gan > 0 or lc.feature_matching > 0
-        self.disc = MultiScaleDiscriminator(cfg.discriminator).to(self.device, memory_format=memory_format) if self.use_gan else None
+        self.disc = MultiScaleDiscriminator(cfg.discriminator).to(self.device, memory_format=self.memory_format) if self.use_gan else None
         oc = cfg.optim
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=oc.lr, betas=oc.betas)
         self.sched_g = step_decay(self.opt_g, oc.milestones, oc.gamma)
@@ -196,9 +196,8 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         lc = self.cfg.loss
         gen_cfg = self.cfg.generator
-        memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
-        img_s = batch["img_s"].to(self.device, memory_format=memory_format)
-        img_d = batch["img_d"].to(self.device, memory_format=memory_format)
+        img_s = batch["img_s"].to(self.device, memory_format=self.memory_format)
+        img_d = batch["img_d"].to(self.device, memory_format=self.memory_format)
 
         with self._autocast():
             out = self.guided(img_s, batch["verts_s"].to(self.device), batch["verts_d"].to(self.device))
