@@ -129,20 +129,7 @@ def rasterize(
     device = verts.device
 
     with torch.no_grad():
-        vp = _to_pixels(verts.detach(), h, w)
-        flat_faces = (faces.unsqueeze(0) + (torch.arange(b, device=device) * verts.shape[1]).view(b, 1, 1)).view(-1, 3)
-        tri = vp.reshape(-1, 3)[flat_faces]  # (B * F, 3 corners, 3)
-        back = face_normals_z(tri) > 0
-        lo = tri.amin(1)
-        hi = tri.amax(1)
-        xmin = lo[:, 0].ceil().clamp(0, w - 1)
-        xmax = hi[:, 0].floor().clamp(-1, w - 1)
-        ymin = lo[:, 1].ceil().clamp(0, h - 1)
-        ymax = hi[:, 1].floor().clamp(-1, h - 1)
-        keep = (xmax >= xmin) & (ymax >= ymin) & (hi[:, 0] >= 0) & (lo[:, 0] <= w - 1)
-        keep &= (hi[:, 1] >= 0) & (lo[:, 1] <= h - 1)
-        if cull == "before":
-            keep &= ~back
+        vp, tri, back, (xmin, xmax, ymin, ymax), keep = _triangles(verts, faces, size, cull)
         ids = keep.nonzero().squeeze(1)  # kept triangles, flat over the batch
         # per triangle: planes of two barycentrics and of depth, as functions of pixel (x, y)
         planes = _planes(tri.index_select(0, ids))  # (K, 3, 3)
@@ -159,14 +146,8 @@ def rasterize(
         row = local // cbw
         py = y0.index_select(0, cand) + row
         px = x0.index_select(0, cand) + (local - row * cbw)
-        cp = planes.index_select(0, cand)  # (N, 3, 3)
-        vals = torch.addcmul(cp[:, :, 2], cp[:, :, 0], px.to(vp.dtype)[:, None])
-        vals.addcmul_(cp[:, :, 1], py.to(vp.dtype)[:, None])  # (N, 3): w0, w1, z
-        inside = (vals[:, 0] >= 0) & (vals[:, 1] >= 0) & (vals[:, 0] + vals[:, 1] <= 1)
-        zlo, zhi = vp[..., 2].min(), vp[..., 2].max()
-        q = ((vals[:, 2] - zlo) * ((_DEPTH_LEVELS - 1) / (zhi - zlo).clamp_min(1e-12))).clamp(0, _DEPTH_LEVELS - 1).long()
         flat_id = ids.index_select(0, cand)
-        keys = torch.where(inside, (q << _FACE_BITS) | (flat_id % n_faces), _EMPTY)
+        keys, _ = _depth_keys(planes.index_select(0, cand), px, py, vp, flat_id, n_faces)
         pix = (flat_id // n_faces) * (h * w) + (py * w + px)
         zbuf = torch.full((b * h * w,), _EMPTY, dtype=torch.long, device=device)
         zbuf.scatter_reduce_(0, pix, keys, reduce="amin")
@@ -176,39 +157,66 @@ def rasterize(
         if cull == "official":
             front = ~back.index_select(0, win_b * n_faces + win_face)
             win_pix, win_face, win_b = win_pix[front], win_face[front], win_b[front]
-        rem = win_pix % (h * w)
-        wpy = (rem // w).to(vp.dtype)
-        wpx = (rem % w).to(vp.dtype)
-
-    # differentiable barycentrics and depth of the visible triangles
-    vp_grad = _to_pixels(verts, h, w).reshape(-1, 3)
-    corners = (faces.index_select(0, win_face) + (win_b * verts.shape[1])[:, None]).view(-1)
-    wtri = vp_grad.index_select(0, corners).view(-1, 3, 3)
-    wbary = _barycentric(wtri, wpx, wpy)
-    wdepth = (wbary * wtri[..., 2]).sum(-1)
+    wbary, wdepth = _visible(verts, faces, size, win_face, win_b, win_pix % (h * w))
     return Fragments(b, h, w, win_pix, win_face, wbary, wdepth)
+
+
+def _triangles(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
+               cull: CullMode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
+    """Pixel-space vertices (B, V, 3), the batch's triangles (B * F, 3, 3), which face backwards,
+    the pixel-centre bounds of each (xmin, xmax, ymin, ymax) and which are worth testing."""
+    b = verts.shape[0]
+    h, w = size
+    vp = _to_pixels(verts.detach(), h, w)
+    flat_faces = (faces.unsqueeze(0) + (torch.arange(b, device=verts.device) * verts.shape[1]).view(b, 1, 1)).view(-1, 3)
+    tri = vp.reshape(-1, 3)[flat_faces]
+    back = face_normals_z(tri) > 0
+    lo, hi = tri.amin(1), tri.amax(1)
+    xmin = lo[:, 0].ceil().clamp(0, w - 1)
+    xmax = hi[:, 0].floor().clamp(-1, w - 1)
+    ymin = lo[:, 1].ceil().clamp(0, h - 1)
+    ymax = hi[:, 1].floor().clamp(-1, h - 1)
+    keep = (xmax >= xmin) & (ymax >= ymin) & (hi[:, 0] >= 0) & (lo[:, 0] <= w - 1) & (hi[:, 1] >= 0) & (lo[:, 1] <= h - 1)
+    if cull == "before":
+        keep &= ~back
+    return vp, tri, back, (xmin, xmax, ymin, ymax), keep
+
+
+def _depth_keys(cp: torch.Tensor, px: torch.Tensor, py: torch.Tensor, vp: torch.Tensor, flat_id: torch.Tensor,
+                n_faces: int, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """z-buffer keys of candidate (triangle, pixel) pairs: the quantised depth above the triangle
+    id where the pixel centre is inside (and ``valid``), empty elsewhere; and the inside mask."""
+    vals = torch.addcmul(cp[:, :, 2], cp[:, :, 0], px.to(vp.dtype)[:, None])
+    vals.addcmul_(cp[:, :, 1], py.to(vp.dtype)[:, None])  # (N, 3): w0, w1, z
+    inside = (vals[:, 0] >= 0) & (vals[:, 1] >= 0) & (vals[:, 0] + vals[:, 1] <= 1)
+    if valid is not None:
+        inside &= valid
+    zlo, zhi = vp[..., 2].min(), vp[..., 2].max()
+    q = ((vals[:, 2] - zlo) * ((_DEPTH_LEVELS - 1) / (zhi - zlo).clamp_min(1e-12))).clamp(0, _DEPTH_LEVELS - 1).long()
+    return torch.where(inside, (q << _FACE_BITS) | (flat_id % n_faces), _EMPTY), inside
+
+
+def _visible(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], face: torch.Tensor, batch: torch.Tensor,
+             rem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable barycentrics (N, 3) and depth (N,) of triangles ``face`` of meshes ``batch``
+    at pixels ``rem`` (``y * W + x``)."""
+    h, w = size
+    vp_grad = _to_pixels(verts, h, w).reshape(-1, 3)
+    corners = (faces.index_select(0, face) + (batch * verts.shape[1])[:, None]).view(-1)
+    wtri = vp_grad.index_select(0, corners).view(-1, 3, 3)
+    bary = _barycentric(wtri, (rem % w).to(vp_grad.dtype), (rem // w).to(vp_grad.dtype))
+    return bary, (bary * wtri[..., 2]).sum(-1)
 
 
 def _rasterize_static(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], cull: CullMode,
                       capacity: int) -> Fragments:
     """The same fragments as ``rasterize``'s default path, every shape fixed in advance."""
-    b, nv, _ = verts.shape
+    b = verts.shape[0]
     h, w = size
     n_faces = faces.shape[0]
     device = verts.device
     with torch.no_grad():
-        vp = _to_pixels(verts.detach(), h, w)
-        flat_faces = (faces.unsqueeze(0) + (torch.arange(b, device=device) * nv).view(b, 1, 1)).view(-1, 3)
-        tri = vp.reshape(-1, 3)[flat_faces]
-        back = face_normals_z(tri) > 0
-        lo, hi = tri.amin(1), tri.amax(1)
-        xmin = lo[:, 0].ceil().clamp(0, w - 1)
-        xmax = hi[:, 0].floor().clamp(-1, w - 1)
-        ymin = lo[:, 1].ceil().clamp(0, h - 1)
-        ymax = hi[:, 1].floor().clamp(-1, h - 1)
-        keep = (xmax >= xmin) & (ymax >= ymin) & (hi[:, 0] >= 0) & (lo[:, 0] <= w - 1) & (hi[:, 1] >= 0) & (lo[:, 1] <= h - 1)
-        if cull == "before":
-            keep &= ~back
+        vp, tri, back, (xmin, xmax, ymin, ymax), keep = _triangles(verts, faces, size, cull)
         planes = _planes(tri)
         keep &= torch.isfinite(planes).all(dim=2).all(dim=1)
         planes = torch.where(keep[:, None, None], planes, 0.0)
@@ -224,14 +232,7 @@ def _rasterize_static(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int,
         row = local // cbw
         py = y0.index_select(0, cand) + row
         px = x0.index_select(0, cand) + (local - row * cbw)
-        used = slot < ends[-1]
-        cp = planes.index_select(0, cand)
-        vals = torch.addcmul(cp[:, :, 2], cp[:, :, 0], px.to(vp.dtype)[:, None])
-        vals.addcmul_(cp[:, :, 1], py.to(vp.dtype)[:, None])
-        inside = used & (vals[:, 0] >= 0) & (vals[:, 1] >= 0) & (vals[:, 0] + vals[:, 1] <= 1)
-        zlo, zhi = vp[..., 2].min(), vp[..., 2].max()
-        q = ((vals[:, 2] - zlo) * ((_DEPTH_LEVELS - 1) / (zhi - zlo).clamp_min(1e-12))).clamp(0, _DEPTH_LEVELS - 1).long()
-        keys = torch.where(inside, (q << _FACE_BITS) | (cand % n_faces), _EMPTY)
+        keys, inside = _depth_keys(planes.index_select(0, cand), px, py, vp, cand, n_faces, valid=slot < ends[-1])
         pix = torch.where(inside, (cand // n_faces) * (h * w) + (py * w + px).clamp(0, h * w - 1), 0)
         zbuf = torch.full((b * h * w,), _EMPTY, dtype=torch.long, device=device)
         zbuf.scatter_reduce_(0, pix, keys, reduce="amin")
@@ -242,13 +243,9 @@ def _rasterize_static(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int,
         if cull == "official":
             covered &= ~back.index_select(0, pb * n_faces + face)
         face = torch.where(covered, face, 0)
-        rem = all_pix % (h * w)
-        wpy, wpx = (rem // w).to(vp.dtype), (rem % w).to(vp.dtype)
-    vp_grad = _to_pixels(verts, h, w).reshape(-1, 3)
-    corners = (faces.index_select(0, face) + (pb * nv)[:, None]).view(-1)
-    wtri = vp_grad.index_select(0, corners).view(-1, 3, 3)
-    bary = torch.where(covered[:, None], _barycentric(wtri, wpx, wpy), 0.0)
-    depth = torch.where(covered, (bary * wtri[..., 2]).sum(-1), 0.0)
+    bary, depth = _visible(verts, faces, size, face, pb, all_pix % (h * w))
+    bary = torch.where(covered[:, None], bary, 0.0)
+    depth = torch.where(covered, depth, 0.0)
     return Fragments(b, h, w, all_pix, face, bary, depth, covered, overflow)
 
 
