@@ -59,7 +59,7 @@ def test_upload_run_and_screenshot_in_chromium() -> None:
                       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
             )
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")  # (the webcam input keeps the network busy)
             page.click("#use-demo")
             page.wait_for_selector("#driving video", timeout=60_000)
             page.wait_for_selector("#source img", timeout=60_000)
@@ -79,3 +79,82 @@ def test_upload_run_and_screenshot_in_chromium() -> None:
         app.close()
     assert (ARTIFACTS / "app_e2e.png").stat().st_size > 10_000
     assert not workdir.exists()  # the session's demo assets and results are removed
+
+
+def test_live_tab_follows_a_fake_camera_in_chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chromium's fake camera plays a synthetic head turning; the Live tab streams its frames to
+    the server and the animated portrait back; the portrait turns with the camera's head."""
+    import re
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    _need("gradio")
+    _need("mediapipe")
+    sync_api = _need("playwright.sync_api")
+    chromium = _chromium()
+    from gdpw.app.web import build_app, checkpoint_choices
+    from gdpw.data.video import write_y4m
+    from gdpw.pipeline.live import LiveSession
+    from tests.live_helpers import turning_head, yaw_of_results
+
+    portrait, clip = turning_head(40, 10.0)
+    camera_clip, portrait_png = tmp_path / "turn.y4m", tmp_path / "portrait.png"
+    write_y4m(camera_clip, clip.images, 10.0)
+    Image.fromarray(portrait).save(portrait_png)
+    seen: list[tuple[np.ndarray, np.ndarray, LiveSession]] = []  # camera frame, result, session
+    step = LiveSession.step
+
+    def recording_step(self, frame, captured_at=None):  # type: ignore[no-untyped-def]
+        out = step(self, frame, captured_at)
+        if out.face:
+            seen.append((frame, out.image, self))
+        return out
+
+    monkeypatch.setattr(LiveSession, "step", recording_step)
+    app = build_app(checkpoint_choices([]))
+    port = _free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    results: set[str] = set()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=chromium,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                      f"--use-file-for-fake-video-capture={camera_clip}"],
+            )
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+            page.get_by_role("tab", name="Live").click()
+            page.set_input_files("#live-source input[type=file]", str(portrait_png))
+            page.wait_for_selector("#live-source img", timeout=60_000)
+            page.click("#camera >> text=Click to Access Webcam")
+            page.click("#camera button.capture-button", timeout=30_000)
+            deadline = time.time() + 120
+            while time.time() < deadline and (len(seen) < 30 or len(results) < 10):
+                img = page.query_selector("#live-result img")
+                if img is not None and img.get_attribute("src"):
+                    results.add(img.get_attribute("src") or "")
+                time.sleep(0.3)
+            stats = page.inner_text("#live-stats")
+            page.screenshot(path=str(ARTIFACTS / "app_live.png"), full_page=True)
+            browser.close()
+    finally:
+        app.gdpw_state.close()
+        app.close()
+    print(f"\nlive tab: {stats}")
+    assert len(results) >= 10  # frames came back to the page, one after another
+    latency = re.search(r"latency (\d+) ms", stats)
+    assert latency is not None and 0 < int(latency.group(1)) < 10_000
+    # the camera's yaw: the clip frame each received frame is (Chromium may loop or skip frames);
+    # the page mirrors the webcam, as a selfie view does, so the head turns the other way
+    frames = clip.images[:, :, ::-1].astype(float)
+    truth = -np.degrees(clip.params.global_pose[:, 1].numpy())
+    cam_yaw = [truth[np.argmin(np.abs(frames - np.asarray(f, float)[None]).mean((1, 2, 3)))] for f, _, _ in seen]
+    result_yaw = yaw_of_results(seen[0][2].animator, seen[0][2].source, [r for _, r, _ in seen])
+    print("camera yaw", np.round(cam_yaw).tolist(), "\nresult yaw", result_yaw)
+    assert np.ptp(cam_yaw) > 30  # the fake camera's head turned while we watched
+    assert np.corrcoef(cam_yaw, result_yaw)[0, 1] > 0.7

@@ -6,6 +6,8 @@ It drives the same ``Animator`` and ``AnimateConfig`` as the command line.
 from __future__ import annotations
 
 import tempfile
+import threading
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gdpw.pipeline import AnimateConfig, Animator, EditSpec, apply_edit
+from gdpw.pipeline.live import LiveConfig, LiveSession
 
 N_EXPRESSION_SLIDERS = 4
 
@@ -21,10 +24,13 @@ class AppState:
     """Animators by checkpoint label, created on first use and kept for the session, and the
     session's working folder (demo assets, results), removed by ``close``."""
 
-    def __init__(self, checkpoints: dict[str, str | None], base: AnimateConfig) -> None:
+    def __init__(self, checkpoints: dict[str, str | None], base: AnimateConfig, live: LiveConfig | None = None) -> None:
         self.checkpoints = checkpoints
         self.base = base
+        self.live = live or LiveConfig()
         self._animators: dict[str, Animator] = {}
+        self._live: dict[str, tuple[tuple[str, int], LiveSession]] = {}  # by browser session
+        self._live_locks: dict[str, threading.Lock] = {}  # one live frame at a time per animator
         self._tmp = tempfile.TemporaryDirectory(prefix="gdpw_app_")
         self.workdir = Path(self._tmp.name)
 
@@ -33,7 +39,23 @@ class AppState:
             self._animators[label] = Animator(replace(self.base, checkpoint=self.checkpoints[label]))
         return self._animators[label]
 
+    def live_session(self, browser: str, label: str, portrait: np.ndarray) -> LiveSession:
+        """The browser session's live stream, made again when its portrait or checkpoint changes."""
+        key = (label, hash(portrait.tobytes()))
+        if browser not in self._live or self._live[browser][0] != key:
+            lock = self._live_locks.setdefault(label, threading.Lock())
+            self._live[browser] = (key, LiveSession(self.animator(label), portrait, self.live, lock=lock))
+        return self._live[browser][1]
+
+    def reset_live(self, browser: str) -> bool:
+        """'Reset neutral' for the browser session's stream; False when it has none."""
+        if browser not in self._live:
+            return False
+        self._live[browser][1].reset()
+        return True
+
     def close(self) -> None:
+        self._live.clear()
         for a in self._animators.values():
             a.close()
         self._animators.clear()
@@ -78,10 +100,12 @@ def run_animation(state: AppState, source: np.ndarray, driving: str | None, moti
     return out
 
 
-def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = None) -> Any:
+def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = None,
+              live_portrait: np.ndarray | None = None, live: LiveConfig | None = None) -> Any:
+    """The page; ``live_portrait`` given, it opens on the Live tab with that portrait (``gdpw live``)."""
     import gradio as gr
 
-    state = AppState(checkpoints, base or AnimateConfig())
+    state = AppState(checkpoints, base or AnimateConfig(), live)
     workdir = state.workdir
     labels = list(checkpoints)
 
@@ -110,35 +134,79 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
         except Exception as err:  # shown to the user as one line, whatever failed
             raise gr.Error(f"{type(err).__name__}: {err}") from None
 
+    def live_step(portrait: np.ndarray | None, frame: np.ndarray | None, label: str,
+                  stream_id: str | None) -> tuple[Any, Any, str]:
+        stream_id = stream_id or uuid.uuid4().hex  # this browser tab's stream
+        if frame is None:
+            return gr.skip(), gr.skip(), stream_id
+        if portrait is None:
+            return gr.skip(), "Upload a portrait (or press 'Use the demo portrait') to start.", stream_id
+        try:
+            session = state.live_session(stream_id, label, portrait)
+        except Exception as err:  # e.g. no face in the portrait: said on the page, the stream goes on
+            return gr.skip(), f"{type(err).__name__}: {err}", stream_id
+        out = session.try_step(frame)
+        if out is None:  # still animating the previous frame: this one is dropped
+            return gr.skip(), gr.skip(), stream_id
+        note = "" if out.face else " · no face in this frame: showing the last good result"
+        return out.image, session.stats.line(out.fps) + note, stream_id
+
+    def live_reset(stream_id: str | None) -> str:
+        if not stream_id or not state.reset_live(stream_id):
+            return "Start the camera first."
+        return "Neutral face reset: the next camera frame is the new neutral."
+
+    def demo_portrait() -> np.ndarray:
+        return demo_assets(workdir)[0]
+
     # Gradio keeps its own copies of uploads and results: drop those older than an hour, hourly
     with gr.Blocks(title="gdpw: one-shot face animation", delete_cache=(3600, 3600)) as app:
         gr.Markdown("# gdpw — geometry-driven progressive warping\nUpload a portrait and a driving video (or a motion file), "
                     "or use the built-in demo head.")
-        with gr.Row():
-            source = gr.Image(label="Portrait", type="numpy", format="png", elem_id="source")
-            driving = gr.Video(label="Driving video", elem_id="driving")
-            motion_file = gr.File(label="... or a motion file (gdpw fit -o x.motion.npz)", file_types=[".npz"],
-                                  type="filepath", elem_id="motion-file")
-        with gr.Row():
-            demo_btn = gr.Button("Use the demo assets", elem_id="use-demo")
-            label = gr.Dropdown(labels, value=labels[0], label="Checkpoint (guidance)", elem_id="checkpoint")
-            motion = gr.Radio(["auto", "relative", "absolute"], value="auto", elem_id="motion",
-                              label="Motion (auto: absolute for the official recipe, else relative)")
-            side = gr.Checkbox(False, label="Side by side")
-        run = gr.Button("Animate", variant="primary", elem_id="animate")
-        result = gr.Video(label="Result", elem_id="result")
-        with gr.Accordion("Edit the portrait", open=False):
-            with gr.Row():
-                yaw = gr.Slider(-40, 40, 0, step=1, label="Yaw (deg)")
-                pitch = gr.Slider(-30, 30, 0, step=1, label="Pitch (deg)")
-                roll = gr.Slider(-30, 30, 0, step=1, label="Roll (deg)")
-                jaw = gr.Slider(0, 20, 0, step=1, label="Jaw open (deg)")
-            exps = [gr.Slider(-1, 2, 0, step=0.1, label=f"Expression {i}") for i in range(N_EXPRESSION_SLIDERS)]
-            edit_btn = gr.Button("Apply edit", elem_id="apply-edit")
-            edited = gr.Image(label="Edited", format="png", elem_id="edited")
+        label = gr.Dropdown(labels, value=labels[0], label="Checkpoint (guidance)", elem_id="checkpoint")
+        with gr.Tabs(selected="live" if live_portrait is not None else "animate"):
+            with gr.Tab("Animate", id="animate", elem_id="animate-tab"):
+                with gr.Row():
+                    source = gr.Image(label="Portrait", type="numpy", format="png", elem_id="source")
+                    driving = gr.Video(label="Driving video", elem_id="driving")
+                    motion_file = gr.File(label="... or a motion file (gdpw fit -o x.motion.npz)", file_types=[".npz"],
+                                          type="filepath", elem_id="motion-file")
+                with gr.Row():
+                    demo_btn = gr.Button("Use the demo assets", elem_id="use-demo")
+                    motion = gr.Radio(["auto", "relative", "absolute"], value="auto", elem_id="motion",
+                                      label="Motion (auto: absolute for the official recipe, else relative)")
+                    side = gr.Checkbox(False, label="Side by side")
+                run = gr.Button("Animate", variant="primary", elem_id="animate")
+                result = gr.Video(label="Result", elem_id="result")
+                with gr.Accordion("Edit the portrait", open=False):
+                    with gr.Row():
+                        yaw = gr.Slider(-40, 40, 0, step=1, label="Yaw (deg)")
+                        pitch = gr.Slider(-30, 30, 0, step=1, label="Pitch (deg)")
+                        roll = gr.Slider(-30, 30, 0, step=1, label="Roll (deg)")
+                        jaw = gr.Slider(0, 20, 0, step=1, label="Jaw open (deg)")
+                    exps = [gr.Slider(-1, 2, 0, step=0.1, label=f"Expression {i}") for i in range(N_EXPRESSION_SLIDERS)]
+                    edit_btn = gr.Button("Apply edit", elem_id="apply-edit")
+                    edited = gr.Image(label="Edited", format="png", elem_id="edited")
+            with gr.Tab("Live", id="live", elem_id="live-tab"):
+                gr.Markdown("Your webcam drives the portrait: motion relative to the first frame (or the last "
+                            "'Reset neutral'). Frames are dropped, not queued, when the model is slower than the camera.")
+                with gr.Row():
+                    live_source = gr.Image(live_portrait, label="Portrait", type="numpy", format="png", elem_id="live-source")
+                    camera = gr.Image(label="Camera", sources=["webcam"], streaming=True, type="numpy", elem_id="camera")
+                    live_out = gr.Image(label="Animated", format="jpeg", elem_id="live-result")
+                with gr.Row():
+                    live_demo = gr.Button("Use the demo portrait", elem_id="live-use-demo")
+                    reset = gr.Button("Reset neutral", elem_id="reset-neutral")
+                live_stats = gr.Markdown("Start the camera.", elem_id="live-stats")
+                stream_id = gr.State(None)
         demo_btn.click(use_demo, outputs=[source, driving])
         run.click(animate, inputs=[source, driving, motion_file, label, motion, side], outputs=result)
         edit_btn.click(edit, inputs=[source, label, yaw, pitch, roll, jaw, *exps], outputs=edited)
+        live_demo.click(demo_portrait, outputs=live_source)
+        reset.click(live_reset, inputs=stream_id, outputs=live_stats)
+        # concurrency unlimited: a frame arriving while one is animated returns at once (dropped)
+        camera.stream(live_step, inputs=[live_source, camera, label, stream_id], outputs=[live_out, live_stats, stream_id],
+                      stream_every=0.1, concurrency_limit=None, show_progress="hidden")
     app.gdpw_state = state  # so callers can close the animators
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from gdpw.common.config import add_arguments, from_args
 from gdpw.common.errors import MissingAssetError
@@ -30,13 +31,18 @@ def app_config(args: argparse.Namespace) -> AnimateConfig:
 
 
 def run(args: argparse.Namespace) -> None:
+    launch(args, args.checkpoint, app_config(args))
+
+
+def launch(args: argparse.Namespace, checkpoints: list[str], base: AnimateConfig, **page: Any) -> None:
+    """Serve the page (``build_app``'s ``page`` options) on ``--host``/``--port`` until interrupted."""
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise MissingAssetError("the web UI needs Gradio: pip install 'gdpw[app]'") from None
     from gdpw.app.web import build_app, checkpoint_choices
 
-    app = build_app(checkpoint_choices(args.checkpoint), app_config(args))
+    app = build_app(checkpoint_choices(checkpoints), base, **page)
     try:
         app.queue().launch(server_name=args.host, server_port=args.port)
     finally:

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from gdpw.cli import animate, app, evaluate, preprocess, render, synth, train
+from gdpw.cli import animate, app, evaluate, live, preprocess, render, synth, train
 from gdpw.common.errors import (
     FaceIndexError,
     FlameModelError,
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_parsers(sub)
     evaluate.add_parser(sub)
     app.add_parser(sub)
+    live.add_parser(sub)
 
     return parser
 

@@ -159,6 +159,18 @@ def make_motion(flame: FLAME, cfg: SynthConfig, identity: int, clip: int) -> tup
     return params, camera
 
 
+def head_turn(flame: FLAME, cfg: SynthConfig, identity: int, clip: int, yaw_degrees: float = 25.0,
+              turns: float = 1.0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``make_motion``'s talking head turning left and right (``turns`` full periods of yaw over
+    the clip, +-``yaw_degrees``) with the other head rotations small: a clip whose head motion is known."""
+    params, camera = make_motion(flame, cfg, identity, clip)
+    n = cfg.frames_per_clip
+    params["global_pose"] = params["global_pose"] * 0.15
+    params["global_pose"][:, 1] = np.deg2rad(yaw_degrees) * np.sin(2 * np.pi * turns * np.arange(n) / n)
+    params["neck_pose"] = params["neck_pose"] * 0.0
+    return params, camera
+
+
 def _background(rng: np.random.Generator, size: int) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     c0, c1 = torch.tensor(rng.uniform(0.1, 0.9, 3)).float(), torch.tensor(rng.uniform(0.1, 0.9, 3)).float()
@@ -191,9 +203,11 @@ def hair_shell(flame: FLAME, ident: Identity) -> tuple[torch.Tensor, torch.Tenso
     return remap[faces], ids
 
 
-def render_clip(flame: FLAME, cfg: SynthConfig, identity: int, clip: int) -> Clip:
+def render_clip(flame: FLAME, cfg: SynthConfig, identity: int, clip: int,
+                motion: tuple[dict[str, np.ndarray], np.ndarray] | None = None) -> Clip:
+    """Clip ``clip`` of identity ``identity``; ``motion``: its parameters and cameras (default ``make_motion``'s)."""
     ident = make_identity(flame, cfg, identity)
-    params, camera = make_motion(flame, cfg, identity, clip)
+    params, camera = motion or make_motion(flame, cfg, identity, clip)
     params["shape"][:] = ident.shape
     rng = _rng(cfg, identity, clip, 7)
     big = cfg.size * cfg.supersample

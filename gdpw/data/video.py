@@ -138,6 +138,35 @@ def write_video(
     return n
 
 
+def write_y4m(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float) -> int:
+    """Write RGB uint8 frames (even sides) as an uncompressed YUV4MPEG2 (4:2:0, BT.601 video range)
+    clip, the format of Chromium's fake camera (``--use-file-for-fake-video-capture``). Returns
+    the number of frames."""
+    n = 0
+    with open(path, "wb") as f:
+        for frame in frames:
+            h, w = frame.shape[:2]
+            if h % 2 or w % 2:
+                raise VideoError(f"y4m frames need even sides, got {w}x{h}")
+            if n == 0:
+                f.write(f"YUV4MPEG2 W{w} H{h} F{round(fps * 1000)}:1000 Ip A1:1 C420\n".encode())
+            rgb = frame[..., :3].astype(np.float32)
+            y = 16 + 219 / 255 * (rgb @ np.array([0.299, 0.587, 0.114], np.float32))
+            u = 128 + 224 / 255 * (rgb @ np.array([-0.168736, -0.331264, 0.5], np.float32))
+            v = 128 + 224 / 255 * (rgb @ np.array([0.5, -0.418688, -0.081312], np.float32))
+            f.write(b"FRAME\n")
+            for plane in (y, _half(u), _half(v)):
+                f.write(np.clip(plane + 0.5, 0, 255).astype(np.uint8).tobytes())
+            n += 1
+    return n
+
+
+def _half(plane: np.ndarray) -> np.ndarray:
+    """A plane at half resolution (2x2 means): 4:2:0 chroma."""
+    h, w = plane.shape
+    return plane.reshape(h // 2, 2, w // 2, 2).mean((1, 3))
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """An RGB uint8 image; a clear error for missing or unreadable files."""
     from PIL import Image, UnidentifiedImageError

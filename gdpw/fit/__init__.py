@@ -2,7 +2,7 @@
 
 from .detect import FaceLandmarks, MediaPipeDetector, pick_face
 from .fitter import FitConfig, LandmarkFitter, OneEuroFilter, smooth_fit
-from .tracker import FaceTracker, Track, TrackConfig
+from .tracker import FaceTracker, StreamTracker, Track, TrackConfig
 
 __all__ = [
     "FaceLandmarks",
@@ -11,6 +11,7 @@ __all__ = [
     "LandmarkFitter",
     "MediaPipeDetector",
     "OneEuroFilter",
+    "StreamTracker",
     "Track",
     "TrackConfig",
     "pick_face",

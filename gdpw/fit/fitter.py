@@ -46,6 +46,7 @@ class OneEuroFilter:
 
     def __init__(self, freq: float, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
         self.freq, self.min_cutoff, self.beta, self.d_cutoff = freq, min_cutoff, beta, d_cutoff
+        self.reset()
 
     @staticmethod
     def _alpha(cutoff: float | torch.Tensor, t_e: float) -> float | torch.Tensor:
@@ -56,17 +57,28 @@ class OneEuroFilter:
         """Filter a (T, ...) sequence; frame 0 is kept. The operations and their order are the
         reference implementation's (the cutoff per element, ``a x + (1 - a) x_prev``), so float32
         results match it bit for bit."""
-        out = x.clone()
-        t_e = 1.0 / self.freq
-        dx_prev = torch.zeros_like(x[0])
+        self.reset()
+        return torch.stack([self.step(frame) for frame in x])
+
+    def reset(self) -> None:
+        """Forget the past: the next frame passes unchanged."""
+        self._prev: torch.Tensor | None = None
+        self._dx_prev: torch.Tensor | None = None
+
+    def step(self, x: torch.Tensor, t_e: float | None = None) -> torch.Tensor:
+        """The next frame of a stream, filtered causally; ``t_e``: seconds since the previous
+        frame (default ``1 / freq``), for streams whose frames come irregularly."""
+        if self._prev is None or self._dx_prev is None:
+            self._prev, self._dx_prev = x.clone(), torch.zeros_like(x)
+            return self._prev
+        t_e = 1.0 / self.freq if t_e is None else t_e
         a_d = self._alpha(self.d_cutoff, t_e)
-        for t in range(1, x.shape[0]):
-            dx = (x[t] - out[t - 1]) / t_e
-            dx_hat = a_d * dx + (1 - a_d) * dx_prev
-            a = self._alpha(self.min_cutoff + self.beta * dx_hat.abs(), t_e)
-            out[t] = a * x[t] + (1 - a) * out[t - 1]
-            dx_prev = dx_hat
-        return out
+        dx = (x - self._prev) / t_e
+        dx_hat = a_d * dx + (1 - a_d) * self._dx_prev
+        a = self._alpha(self.min_cutoff + self.beta * dx_hat.abs(), t_e)
+        self._prev = a * x + (1 - a) * self._prev
+        self._dx_prev = dx_hat
+        return self._prev
 
 
 class LandmarkFitter:
@@ -223,6 +235,33 @@ class LandmarkFitter:
         vars = self._new_vars(lmk, shape, observed)
         rms = self._optimise(vars, lmk, iris, self.cfg.iterations, fixed=("shape",) if shape is not None else (),
                              observed=observed)
+        return self._fit_from(vars, rms)
+
+    def refine(self, lmk: torch.Tensor, iris: torch.Tensor | None, init: FlameSequence, iterations: int = 20,
+               observed: torch.Tensor | None = None) -> FlameSequence:
+        """Fit one frame (1, 68, 2) starting from ``init`` (a live stream's previous frame; its
+        shape kept) by L-BFGS: near the answer a quasi-Newton step converges in a few iterations,
+        where Adam's first steps (each parameter moved by about the learning rate) would throw the
+        warm start away."""
+        vars = self._new_vars(lmk, init.shape, observed)
+        for k in ("expression", "global_pose", "jaw_pose", "eye_pose"):
+            vars[k] = getattr(init, k)[-1:].clone()
+        cam = init.camera[-1:]
+        vars["log_scale"], vars["trans"] = cam[:, :1].log(), cam[:, 1:] * cam[:, :1]
+        free = [v.requires_grad_(True) for k, v in vars.items() if k != "shape"]
+        opt = torch.optim.LBFGS(free, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss, _ = self._loss(vars, lmk, iris, False, None, observed)
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        for v in free:
+            v.requires_grad_(False)
+        _, rms = self._loss(vars, lmk, iris, False, None, observed)
         return self._fit_from(vars, rms)
 
     def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None,

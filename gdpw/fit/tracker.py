@@ -25,9 +25,10 @@ from gdpw.common.crop import CropBox, CropRecipe, crop_box, official_boxes
 from gdpw.common.errors import NoFaceError
 from gdpw.common.timing import StageTimes
 from gdpw.flame import FLAME, BlendshapeMap, FlameSequence
+from gdpw.flame.sequence import FRAME_FIELDS
 
 from .detect import DetectedFace, FaceDetector, MediaPipeDetector, pick_face
-from .fitter import FitConfig, LandmarkFitter, Smoothing, smooth_fit, smoothing
+from .fitter import FitConfig, LandmarkFitter, OneEuroFilter, Smoothing, smooth_fit, smoothing
 
 DECA_BATCH = 16
 
@@ -190,6 +191,10 @@ class FaceTracker:
                 params = smooth_fit(fit, fps, self.smoothing)
         return Track(boxes, params)
 
+    def stream(self, iterations: int = 20) -> StreamTracker:
+        """Causal tracking of a live stream, frame by frame (``StreamTracker``)."""
+        return StreamTracker(self, iterations)
+
     def _deca(self, images: list[np.ndarray], lmks: list[np.ndarray], boxes: list[CropBox], fps: float) -> FlameSequence:
         """DECA's codes in batches, smoothed over time (expression, pose, camera), then their cameras
         moved from each DECA crop into ``boxes``' NDC: the official order."""
@@ -201,6 +206,59 @@ class FaceTracker:
         codes.update({k: self.smoothing(codes[k], fps) for k in ("exp", "pose", "cam")})
         deca_boxes = [b for p in parts for b in p[1]]
         return deca_sequence(codes, deca_boxes, boxes, self.flame.n_shape, self.flame.n_expression)
+
+
+class StreamTracker:
+    """A live stream tracked causally: frame after frame, with no look-ahead.
+
+    The first frame with a face is the stream's reference: fitted fully, it fixes the identity
+    (shape) and, in gdpw's recipe, the crop box. Every later frame is refined from the previous
+    one (``LandmarkFitter.refine``: ``iterations`` L-BFGS steps), and smoothed by a One-Euro filter that sees only the
+    past (time from the frames' own timestamps). ``reset`` makes the next frame the reference.
+
+        stream = tracker.stream()
+        box, params = stream.step(frame, time.perf_counter())    # NoFaceError when none is found
+    """
+
+    def __init__(self, tracker: FaceTracker, iterations: int = 20) -> None:
+        self.tracker = tracker
+        self.iterations = iterations
+        s = tracker.smoothing
+        self._filters = {k: OneEuroFilter(1.0, s.min_cutoff, s.beta) for k in FRAME_FIELDS} if s.min_cutoff > 0 else {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next frame with a face becomes the reference."""
+        self.reference: FlameSequence | None = None  # the first frame's (smoothed) fit
+        self._box: CropBox | None = None
+        self._last: FlameSequence | None = None  # the previous frame's raw fit (the warm start)
+        self._time: float | None = None
+        for f in self._filters.values():
+            f.reset()
+
+    def step(self, frame: np.ndarray, timestamp: float) -> tuple[CropBox, FlameSequence]:
+        """The crop box and the smoothed one-frame fit of ``frame`` (captured at ``timestamp``, seconds)."""
+        t = self.tracker
+        face_index = 0 if t.cfg.face_index is None else t.cfg.face_index  # several faces: the largest
+        lmk, iris, observed = t.landmarks(frame, "the camera frame", face_index)
+        box = t.box(lmk) if self._box is None or t.recipe == "official" else self._box
+        with t.timings.stage("fit"):
+            if t.deca is not None:
+                fit = t._deca([frame], [lmk], [box], fps=1.0)
+            else:
+                lmk_ndc, iris_ndc, obs = _ndc([box], [lmk]), _ndc([box], [iris]), _stack([observed])
+                if self._last is None:  # the reference: a full fit, identity included
+                    fit = t.fitter.fit(lmk_ndc, iris_ndc, observed=obs)
+                else:
+                    fit = t.fitter.refine(lmk_ndc, iris_ndc, self._last, self.iterations, observed=obs)
+        self._last = fit
+        dt = None if self._time is None else max(timestamp - self._time, 1e-3)
+        per_frame = t.smoothing.per_frame or dt is None
+        fit = fit.replace(**{k: f.step(getattr(fit, k), None if per_frame else dt) for k, f in self._filters.items()})
+        self._time = timestamp
+        if self.reference is None:
+            self.reference, self._box = fit, box
+        return box, fit
 
 
 def _stack(observed: Sequence[np.ndarray | None]) -> torch.Tensor | None:

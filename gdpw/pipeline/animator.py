@@ -25,7 +25,7 @@ from gdpw.fit import FaceTracker, Track, TrackConfig
 from gdpw.flame import FlameSequence, HeadConfig
 from gdpw.flame.lbs import batch_rodrigues, matrix_to_axis_angle
 from gdpw.flame.motion import MotionFile
-from gdpw.model import GuidedGenerator
+from gdpw.model import GuidedGenerator, SourceEncoding
 from gdpw.model.checkpoint import Checkpoint, load_checkpoint
 from gdpw.model.fold import CPU_MAX_CONV_BYTES, fold_for_inference
 
@@ -56,6 +56,16 @@ class Source:
     box: CropBox
     crop: np.ndarray  # (S, S, 3) uint8
     fit: FlameSequence  # one frame
+
+
+@dataclass
+class EncodedSource:
+    """A source with the network's source half computed (``Animator.encode``)."""
+
+    source: Source
+    guided: GuidedGenerator
+    verts: torch.Tensor  # (1, V, 3) the source mesh in image space
+    encoding: SourceEncoding
 
 
 @dataclass
@@ -147,37 +157,46 @@ class Animator:
         return self.tracker.track(frames, fps)
 
     @torch.no_grad()
-    def generate(self, source: Source, target: FlameSequence) -> np.ndarray:
-        """Generated crops (T, S, S, 3) uint8 for every frame of ``target``."""
-        cuda = self.device.type == "cuda"
-        guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=cuda)
-        size = (self.size, self.size)
-        autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+    def encode(self, source: Source) -> EncodedSource:
+        """The source half of the network, computed once per portrait (``decode`` reuses it)."""
+        guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=self.device.type == "cuda")
         img_s = to_tensor(source.crop)[None].to(self.device).contiguous(memory_format=torch.channels_last)
         with self.timings.stage("render"):
             verts_s = source.fit.image_vertices(self.flame, [0])
-        with self.timings.stage("generate"), autocast:
-            encoding = guided.encode(img_s, verts_s)  # the source half of the network, once for all frames
-        graphed = None
-        if self.cfg.cuda_graph:
-            from .graphed import GraphedDecode
+        with self.timings.stage("generate"), self._autocast():
+            encoding = guided.encode(img_s, verts_s)
+        return EncodedSource(source, guided, verts_s, encoding)
 
-            print("building the CUDA graph of render + decode (once per video) ...", flush=True)
-            with self.timings.stage("capture"):
-                graphed = GraphedDecode(guided, encoding, verts_s, self.cfg.batch_size, autocast)
+    @torch.no_grad()
+    def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
+        """Generated crops (B, S, S, 3) uint8 for frames ``idx`` of ``target``."""
+        with self.timings.stage("render"):
+            verts_d = target.image_vertices(self.flame, list(idx))
+            maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size))
+        with self.timings.stage("generate"), self._autocast():
+            res = encoded.guided.network.decode(encoded.encoding, maps.geom_disp, maps.codes_d).rec_img_d
+        return to_uint8(res.float())
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def generate(self, source: Source, target: FlameSequence) -> np.ndarray:
+        """Generated crops (T, S, S, 3) uint8 for every frame of ``target``, in batches."""
+        encoded = self.encode(source)
+        batches = [list(range(s, min(len(target), s + self.cfg.batch_size))) for s in range(0, len(target), self.cfg.batch_size)]
+        if not self.cfg.cuda_graph:
+            return np.concatenate([self.decode(encoded, target, idx) for idx in batches])
+        from .graphed import GraphedDecode
+
+        print("building the CUDA graph of render + decode (once per video) ...", flush=True)
+        with self.timings.stage("capture"):
+            graphed = GraphedDecode(encoded.guided, encoded.encoding, encoded.verts, self.cfg.batch_size, self._autocast())
         out = []
-        for start in range(0, len(target), self.cfg.batch_size):
-            idx = list(range(start, min(len(target), start + self.cfg.batch_size)))
+        for idx in batches:
             with self.timings.stage("render"):
                 verts_d = target.image_vertices(self.flame, idx)
-                maps = None if graphed is not None else guided.driving_guidance(verts_s, verts_d, size)
-            with self.timings.stage("generate"), autocast:
-                if graphed is not None:
-                    res = graphed(verts_d)
-                else:
-                    assert maps is not None
-                    res = guided.network.decode(encoding, maps.geom_disp, maps.codes_d).rec_img_d
-            out.append(to_uint8(res.float()))
+            with self.timings.stage("generate"), torch.no_grad():
+                out.append(to_uint8(graphed(verts_d).float()))
         return np.concatenate(out)
 
     def compose(self, source: Source, crops: np.ndarray, driving: Sequence[np.ndarray] | None = None,
