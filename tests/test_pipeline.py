@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gdpw.cli.main import main
-from gdpw.data.synth import SynthConfig, render_clip
+from gdpw.data.synth import SynthConfig, head_turn, render_clip
 from gdpw.data.video import read_video, write_video
 from gdpw.flame import FLAME, FlameSequence
 from gdpw.pipeline import (
@@ -248,21 +248,16 @@ def test_fit_command_on_a_video(driving_video: Path, tmp_path: Path, capsys) -> 
     assert (tmp_path / "p.png").exists()
 
 
-def test_animate_keeps_the_driving_audio(astronaut: Path, tmp_path: Path) -> None:
+def _voiced_video(images: np.ndarray, path: Path, fps: float = 10.0) -> Path:
+    """``images`` as an H.264 mp4 with a one-second 440 Hz tone."""
     import av
 
-    clip = render_clip(FLAME(), SynthConfig(size=192, frames_per_clip=10, seed=5), 2, 0)
-    silent = tmp_path / "silent.mp4"
-    write_video(silent, clip.images, 10.0)
-    # remux the frames with a one-second 440 Hz tone
-    voiced = tmp_path / "voiced.mp4"
-    with av.open(str(silent)) as src, av.open(str(voiced), "w") as out:
-        vin = src.streams.video[0]
-        vout = out.add_stream("libx264", rate=10)
-        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
+    with av.open(str(path), "w") as out:
+        vout = out.add_stream("libx264", rate=round(fps))
+        vout.width, vout.height, vout.pix_fmt = images.shape[2], images.shape[1], "yuv420p"
         aout = out.add_stream("aac", rate=44100)
-        for frame in src.decode(video=0):
-            for p in vout.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+        for image in images:
+            for p in vout.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
                 out.mux(p)
         for p in vout.encode():
             out.mux(p)
@@ -276,13 +271,60 @@ def test_animate_keeps_the_driving_audio(astronaut: Path, tmp_path: Path) -> Non
                 out.mux(p)
         for p in aout.encode():
             out.mux(p)
-    out_path = tmp_path / "out.mp4"
-    assert main(["animate", "--source", str(astronaut), "--driving", str(voiced), "-o", str(out_path)]) == 0
-    with av.open(str(out_path)) as c:
+    return path
+
+
+def _audio_samples(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as c:
         assert c.streams.video[0].codec_context.name == "h264"
         assert len(c.streams.audio) == 1
-        samples = sum(f.samples for f in c.decode(audio=0))
-    assert samples > 0.8 * 44100  # about the clip's second of sound
+        return sum(f.samples for f in c.decode(audio=0))
+
+
+def test_animate_keeps_the_driving_audio(astronaut: Path, tmp_path: Path) -> None:
+    clip = render_clip(FLAME(), SynthConfig(size=192, frames_per_clip=10, seed=5), 2, 0)
+    voiced = _voiced_video(clip.images, tmp_path / "voiced.mp4")
+    out_path = tmp_path / "out.mp4"
+    assert main(["animate", "--source", str(astronaut), "--driving", str(voiced), "-o", str(out_path)]) == 0
+    assert _audio_samples(out_path) > 0.8 * 44100  # about the clip's second of sound
+
+
+def test_video_to_video_keeps_the_source_pose_and_audio(tmp_path: Path) -> None:
+    """A source video of a head turning, driven by one still face: with --keep-source-pose each
+    result frame keeps its source frame's turn (close to the source frame itself); without it the
+    head holds the pose of the source's first frame."""
+    from PIL import Image
+
+    from tests.live_helpers import turning_head
+
+    flame = FLAME()
+    cfg = SynthConfig(size=256, frames_per_clip=12, seed=7, fps=10.0)
+    source = render_clip(flame, cfg, 3, 1, motion=head_turn(flame, cfg, 3, 1, yaw_degrees=20.0))
+    still = turning_head(1)[0]  # another person's still face drives it
+    voiced = _voiced_video(source.images, tmp_path / "source.mp4")
+    Image.fromarray(still).save(tmp_path / "still.png")
+    results = {}
+    for keep in (True, False):
+        out = tmp_path / f"out_{keep}.mp4"
+        flags = ["--keep-source-pose"] if keep else []
+        assert main(["animate", "--source", str(voiced), "--driving", str(tmp_path / "still.png"), "-o", str(out), *flags]) == 0
+        results[keep], _ = read_video(out)
+        assert results[keep].shape == source.images.shape  # every source frame, at the source's size
+    assert _audio_samples(tmp_path / "out_True.mp4") > 0.8 * 44100  # the source's sound
+    turned = np.abs(np.degrees(source.params.global_pose[:, 1].numpy())) > 10
+
+    def off(frames: np.ndarray) -> float:
+        return float(np.abs(frames[turned].astype(float) - source.images[turned].astype(float)).mean())
+
+    print(f"turned frames: {off(results[True]):.1f} grey levels from the source with its pose kept, "
+          f"{off(results[False]):.1f} without")
+    assert off(results[True]) < 0.7 * off(results[False])
+    assert main(["animate", "--source", str(voiced), "--driving", str(tmp_path / "still.png"), "-o",
+                 str(tmp_path / "x.png")]) == 2  # a video source gives a video
+    assert main(["animate", "--source", str(tmp_path / "still.png"), "--driving", str(voiced), "-o",
+                 str(tmp_path / "y.mp4"), "--keep-source-pose"]) == 2  # needs a video source
 
 
 @pytest.fixture(scope="module")
@@ -465,13 +507,16 @@ def test_every_face_of_a_group_photo(astronaut: Path, driving_video: Path, tmp_p
     face = np.asarray(Image.open(astronaut))[0:300, 100:400]
     group = np.concatenate([face, face[:, ::-1]], axis=1)  # two faces, as in the several-faces test
     Image.fromarray(group).save(tmp_path / "two.png")
-    out = tmp_path / "two.mp4"
-    assert main(["animate", "--source", str(tmp_path / "two.png"), "--driving", str(driving_video), "--all-faces",
-                 "--max-frames", "3", "-o", str(out)]) == 0
-    frames = read_video(out)[0].astype(int)
-    # both halves move with the driver (the video codec alone changes little)
-    for half in (frames[:, :, :300], frames[:, :, 300:]):
-        assert np.abs(half[-1] - half[0]).mean() > 0.2
+    motion = tmp_path / "drive.motion.npz"
+    assert main(["fit", "--input", str(driving_video), "-o", str(motion), "--max-frames", "3"]) == 0
+    for driver in (driving_video, motion):  # a video or a motion file drives every face
+        out = tmp_path / "two.mp4"
+        assert main(["animate", "--source", str(tmp_path / "two.png"), "--driving", str(driver), "--all-faces",
+                     "--max-frames", "3", "-o", str(out)]) == 0
+        frames = read_video(out)[0].astype(int)
+        # both halves move with the driver (the video codec alone changes little)
+        for half in (frames[:, :, :300], frames[:, :, 300:]):
+            assert np.abs(half[-1] - half[0]).mean() > 0.2
 
 
 def test_web_ui_animates_from_a_motion_file(astronaut: Path, driving_video: Path, tmp_path: Path) -> None:

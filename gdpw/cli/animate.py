@@ -37,9 +37,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
   gdpw animate --source faces/ --driving talk.mp4 -o outs/ --side-by-side --profile
   gdpw fit --input talk.mp4 -o talk.motion.npz && gdpw animate --source face.jpg --driving talk.motion.npz -o out.mp4
   gdpw animate --source face.jpg --driving expression.jpg -o out.png        # one driving image, one image out
+  gdpw animate --source interview.mp4 --driving talk.mp4 -o dubbed.mp4 --keep-source-pose   # video-to-video
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4 --checkpoint released.pth --flame generic_model.pkl \\
       --landmark-embedding landmark_embedding.npy --fit.iterations 600""")
-    p.add_argument("--source", required=True, help="portrait image, or a folder of them (batch mode)")
+    p.add_argument("--source", required=True,
+                   help="portrait image, a folder of them (batch mode), or a video (video-to-video: each source "
+                        "frame re-driven by the matching driving frame; the source's audio kept)")
     p.add_argument("--driving", required=True,
                    help="driving video, a driving image (writes an image), or a motion file (.motion.npz from gdpw fit)")
     p.add_argument("-o", "--output", required=True, help="output .mp4 (a folder in batch mode)")
@@ -49,6 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--absolute", action="store_const", dest="motion", const="absolute", help="same as --motion absolute")
     p.add_argument("--side-by-side", action="store_true", help="source | driving | result")
     p.add_argument("--all-faces", action="store_true", help="animate every face of a group photo with the same driver")
+    p.add_argument("--keep-source-pose", action="store_true",
+                   help="video source: keep each source frame's own head pose and framing (only the face follows the driver)")
     p.add_argument("--max-frames", type=int, help="use only the first N driving frames")
     p.add_argument("--profile", action="store_true", help="print frames per second for each stage")
     _common(p)
@@ -119,6 +124,10 @@ def cmd_animate(args: argparse.Namespace) -> None:
     from gdpw.pipeline import Animator
 
     src = Path(args.source)
+    if src.is_file() and not _is_image(src):
+        return _animate_video(args)
+    if args.keep_source_pose:
+        raise UsageError("--keep-source-pose needs a video as --source")
     sources = sorted(p for p in src.iterdir() if _is_image(p)) if src.is_dir() else [src]
     if not sources:
         raise UsageError(f"no images in {src}")
@@ -141,7 +150,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
         for path in tqdm(sources, desc="animate", unit="source", disable=len(sources) == 1):
             out = Path(args.output) / f"{path.stem}.mp4" if src.is_dir() else Path(args.output)
             if motion_file is not None:
-                result = animator.animate_motion(read_image(path), motion_file, motion=args.motion)
+                result = animator.animate_motion(read_image(path), motion_file, motion=args.motion, all_faces=args.all_faces)
             else:
                 result = animator.animate(read_image(path), list(driving), fps=fps, motion=args.motion,
                                           side_by_side=args.side_by_side, all_faces=args.all_faces)
@@ -160,6 +169,35 @@ def cmd_animate(args: argparse.Namespace) -> None:
                     print(f"{stage:<10} {secs:8.2f} {n / max(secs, 1e-9):10.1f}")
                 total = sum(timings.values())
                 print(f"{'total':<10} {total:8.2f} {n / total:10.1f}")
+
+
+def _animate_video(args: argparse.Namespace) -> None:
+    """``--source`` is a video: video-to-video."""
+    from gdpw.data.video import read_image, read_video, write_video
+    from gdpw.pipeline import Animator
+
+    if args.all_faces:
+        raise UsageError("--all-faces takes a group photo, not a video, as --source")
+    if _is_image(Path(args.output)):
+        raise UsageError("a video source gives a video: name the output .mp4")
+    source, info = read_video(args.source, args.max_frames)
+    with Animator(_config(args)) as animator:
+        driving_frames = None
+        if is_motion_file(args.driving):
+            if args.side_by_side:
+                raise UsageError("--side-by-side needs a driving video (a motion file has no frames)")
+            driving = load_motion(args.driving, animator.flame).params
+        elif _is_image(Path(args.driving)):
+            driving_frames = read_image(args.driving)[None]
+            driving = animator.tracker.fit_image(driving_frames[0], "the driving image").params
+        else:
+            driving_frames, d_info = read_video(args.driving, args.max_frames)
+            driving = animator.track_driving(list(driving_frames), d_info.fps).params
+        result = animator.animate_video(list(source), info.fps, driving, motion=args.motion,
+                                        keep_source_pose=args.keep_source_pose, driving_frames=driving_frames,
+                                        side_by_side=args.side_by_side)
+    n = write_video(args.output, result.frames, info.fps, audio_from=args.source if info.has_audio else None)
+    print(f"wrote {args.output}: {n} frames at {info.fps:g} fps (video-to-video{', source pose kept' if args.keep_source_pose else ''})")
 
 
 def _edit_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -60,11 +60,10 @@ class Source:
 
 @dataclass
 class EncodedSource:
-    """A source with the network's source half computed (``Animator.encode``)."""
+    """The network's source half of one source, or of a batch of them (``Animator.encode``)."""
 
-    source: Source
     guided: GuidedGenerator
-    verts: torch.Tensor  # (1, V, 3) the source mesh in image space
+    verts: torch.Tensor  # (1 or B, V, 3) the source meshes in image space
     encoding: SourceEncoding
 
 
@@ -156,16 +155,20 @@ class Animator:
     def track_driving(self, frames: Sequence[np.ndarray], fps: float) -> Track:
         return self.tracker.track(frames, fps)
 
-    @torch.no_grad()
     def encode(self, source: Source) -> EncodedSource:
         """The source half of the network, computed once per portrait (``decode`` reuses it)."""
+        return self._encode([source])
+
+    @torch.no_grad()
+    def _encode(self, sources: Sequence[Source]) -> EncodedSource:
+        """One source, or a batch of them each driving the same frame of a batch (video-to-video)."""
         guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=self.device.type == "cuda")
-        img_s = to_tensor(source.crop)[None].to(self.device).contiguous(memory_format=torch.channels_last)
+        img_s = torch.stack([to_tensor(s.crop) for s in sources]).to(self.device).contiguous(memory_format=torch.channels_last)
         with self.timings.stage("render"):
-            verts_s = source.fit.image_vertices(self.flame, [0])
+            verts_s = torch.cat([s.fit.image_vertices(self.flame, [0]) for s in sources])
         with self.timings.stage("generate"), self._autocast():
             encoding = guided.encode(img_s, verts_s)
-        return EncodedSource(source, guided, verts_s, encoding)
+        return EncodedSource(guided, verts_s, encoding)
 
     @torch.no_grad()
     def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
@@ -199,20 +202,31 @@ class Animator:
                 out.append(to_uint8(graphed(verts_d).float()))
         return np.concatenate(out)
 
-    def compose(self, source: Source, crops: np.ndarray, driving: Sequence[np.ndarray] | None = None,
+    def generate_video(self, sources: Sequence[Source], target: FlameSequence) -> np.ndarray:
+        """Video-to-video: crop t generated from ``sources[t]`` (a source video's frame t) and frame t
+        of ``target``, in batches."""
+        out = []
+        for start in range(0, len(target), self.cfg.batch_size):
+            idx = list(range(start, min(len(target), start + self.cfg.batch_size)))
+            out.append(self.decode(self._encode([sources[i] for i in idx]), target, idx))
+        return np.concatenate(out)
+
+    def compose(self, source: Source | Sequence[Source], crops: np.ndarray, driving: Sequence[np.ndarray] | None = None,
                 side_by_side: bool = False, others: Sequence[tuple[Source, np.ndarray]] = ()) -> np.ndarray:
         """Final frames: pasted back into the source frame (or the crops), optionally source | driving |
-        result. ``others``: more faces of the same frame with their crops, pasted back too."""
+        result. ``source``: one, or one per frame (a source video). ``others``: more faces of the same
+        frame with their crops, pasted back too."""
         frames = []
         with self.timings.stage("compose"):
             for i, c in enumerate(crops):
-                main = paste_back(source.image, c, source.box) if self.cfg.paste_back else c
+                src = source if isinstance(source, Source) else source[i]
+                main = paste_back(src.image, c, src.box) if self.cfg.paste_back else c
                 if self.cfg.paste_back:
                     for other, other_crops in others:
                         main = paste_back(main, other_crops[i], other.box)
                 if side_by_side:
                     h = main.shape[0]
-                    panels = [resize_to_height(source.image, h), resize_to_height(driving[i], h) if driving is not None else None, main]
+                    panels = [resize_to_height(src.image, h), resize_to_height(driving[i], h) if driving is not None else None, main]
                     main = np.concatenate([p for p in panels if p is not None], axis=1)
                 frames.append(main)
         return np.stack(frames)
@@ -228,14 +242,41 @@ class Animator:
         driving = self.track_driving(driving_frames, fps)
         return self.drive(sources, driving.params, motion, driving_frames, side_by_side)
 
-    def animate_motion(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None) -> AnimationResult:
-        """Animate a portrait with a motion file's performance (``gdpw.flame.motion``)."""
+    def animate_motion(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None,
+                       all_faces: bool = False) -> AnimationResult:
+        """Animate a portrait (or every face of a group photo) with a motion file's performance (``gdpw.flame.motion``)."""
         self.timings.clear()
         motion = motion or self.default_motion
         if motion == "absolute" and motion_file.recipe != self.recipe:
             raise ConfigError(f"the motion was fitted in {motion_file.recipe}-recipe crops but this checkpoint uses the "
                               f"{self.recipe} recipe: absolute motion would misplace the head (relative motion works)")
-        return self.drive([self.prepare_source(source_image)], motion_file.params, motion)
+        sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
+        return self.drive(sources, motion_file.params, motion)
+
+    def animate_video(self, source_frames: Sequence[np.ndarray], fps: float, driving: FlameSequence,
+                      motion: Motion | None = None, keep_source_pose: bool = False,
+                      driving_frames: Sequence[np.ndarray] | None = None, side_by_side: bool = False) -> AnimationResult:
+        """Video-to-video: source frame t re-driven by driving frame t (the shorter sets the length;
+        a one-frame driver holds for the whole source). The source video is tracked with one
+        identity; expression, jaw and gaze follow the driver as a portrait's would, moved from the
+        source's first frame. The head pose and camera are the driver's too, or with
+        ``keep_source_pose`` each source frame's own (only the face changes: dubbing)."""
+        self.timings.clear()
+        motion = motion or self.default_motion
+        if len(driving) == 1:  # one driving image holds for the whole source
+            driving = driving.repeat(len(source_frames))
+            driving_frames = None if driving_frames is None else [driving_frames[0]] * len(source_frames)
+        n = min(len(source_frames), len(driving))
+        frames = list(source_frames[:n])
+        track = self.tracker.track(frames, fps)
+        own = track.params
+        target = transfer_motion(own.select([0]), driving.select(list(range(n))), motion)
+        if keep_source_pose:
+            target = target.replace(global_pose=own.global_pose, neck_pose=own.neck_pose, camera=own.camera)
+        sources = [Source(f, box, crop(f, box, self.size), own.select([t])) for t, (f, box) in enumerate(zip(frames, track.boxes))]
+        crops = self.generate_video(sources, target)
+        shown = None if driving_frames is None else list(driving_frames)[:n]
+        return AnimationResult(self.compose(sources, crops, shown, side_by_side), crops, dict(self.timings))
 
     @property
     def default_motion(self) -> Motion:
