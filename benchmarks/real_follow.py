@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--faces", default=str(Path(__file__).resolve().parents[2] / "shared" / "real_faces"))
     p.add_argument("--checkpoint", help="default: the shipped demo generator")
     p.add_argument("--max-frames", type=int, default=120, help="driving frames per clip (default 120)")
+    p.add_argument("--detail", type=int, help="AnimateConfig.detail (0: the generator's resolution only)")
     p.add_argument("-o", "--output", help="also write the table to this markdown file")
     args = p.parse_args()
     from gdpw.fit import MediaPipeDetector
@@ -117,7 +118,9 @@ def main() -> None:
             "| sharpness vs source | frames with faces | frames/s |")
     lines = [head, "|" + " --- |" * 11]
     rows = []
-    with Animator(AnimateConfig(checkpoint=args.checkpoint)) as animator, MediaPipeDetector(max_faces=1) as detector:
+    cfg = AnimateConfig(checkpoint=args.checkpoint)
+    cfg = cfg if args.detail is None else replace(cfg, detail=args.detail)
+    with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for portrait in portraits:
             for clip in clips:
                 try:

@@ -18,7 +18,7 @@ from torch import nn
 
 from .config import GeneratorConfig
 from .layers import AntiAliasDownsample, ConvBlock, SpadeResBlock
-from .warp import backward_warp, pixels_to_ndc_flow
+from .warp import WarpConvention, backward_warp, pixels_to_ndc_flow
 
 
 @dataclass
@@ -48,6 +48,21 @@ class SourceEncoding:
     img_s: torch.Tensor  # (B, 3, H, W)
     bottom: torch.Tensor  # coarsest encoder features
     skips: dict[str, torch.Tensor]  # skip branch (shortcut layer output) per finer level
+
+
+def composite_at(out: GeneratorOutput, source: torch.Tensor, convention: WarpConvention = "official") -> torch.Tensor:
+    """An alpha-blending generator's result at the resolution of ``source`` (B or 1, 3, R, R), the
+    source crop sampled finer than the network saw it: the generated image, alpha and final flow
+    upsampled to R, the source warped at its own resolution. Where alpha is low (the warped source
+    shows) the result keeps the photo's detail instead of the network's resolution."""
+    size = source.shape[-2:]
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t.float(), size=size, mode="bilinear", align_corners=False)
+
+    alpha = up(out.alpha)
+    source = source.expand(alpha.shape[0], -1, -1, -1).float()
+    return up(out.out_img) * alpha + backward_warp(source, up(out.flows["x1"]), convention) * (1 - alpha)
 
 
 def level(stride: int) -> str:

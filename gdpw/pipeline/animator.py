@@ -28,6 +28,7 @@ from gdpw.flame.motion import MotionFile
 from gdpw.model import GuidedGenerator, SourceEncoding
 from gdpw.model.checkpoint import Checkpoint, load_checkpoint
 from gdpw.model.fold import CPU_MAX_CONV_BYTES, fold_for_inference
+from gdpw.model.generator import composite_at
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
@@ -46,6 +47,7 @@ class AnimateConfig:
     antialias: bool | None = None  # antialiased guidance maps; default: as the checkpoint was trained
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the decoder's autocast; auto: fp16 on CUDA, fp32 on the CPU
     cuda_graph: bool = False  # CUDA: render + decode each batch as one captured graph (experimental)
+    detail: int = 512  # alpha-blending checkpoints (the demo generator): warp the source crop at up to this many pixels, not the network's size (0: off; not with --cuda-graph)
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
 
@@ -65,12 +67,13 @@ class EncodedSource:
     guided: GuidedGenerator
     verts: torch.Tensor  # (1 or B, V, 3) the source meshes in image space
     encoding: SourceEncoding
+    detail: torch.Tensor | None = None  # (1 or B, 3, R, R) the source crops at the photo's resolution (``composite_at``)
 
 
 @dataclass
 class AnimationResult:
     frames: np.ndarray  # (T, H, W, 3) uint8
-    crops: np.ndarray  # (T, S, S, 3) uint8, the generator's outputs
+    crops: np.ndarray  # (T, R, R, 3) uint8, the generated crops (R: the network's size, or the detail resolution)
     timings: dict[str, float]  # seconds per stage
 
 
@@ -168,7 +171,11 @@ class Animator:
             verts_s = torch.cat([s.fit.image_vertices(self.flame, [0]) for s in sources])
         with self.timings.stage("generate"), self._autocast():
             encoding = guided.encode(img_s, verts_s)
-        return EncodedSource(guided, verts_s, encoding)
+        side = min(self.cfg.detail, round(max(s.box.size for s in sources)))
+        detail = None
+        if self.checkpoint.generator_config.alpha_blend and side > self.size:
+            detail = torch.stack([to_tensor(crop(s.image, s.box, side)) for s in sources]).to(self.device)
+        return EncodedSource(guided, verts_s, encoding, detail)
 
     @torch.no_grad()
     def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
@@ -177,8 +184,10 @@ class Animator:
             verts_d = target.image_vertices(self.flame, list(idx))
             maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size))
         with self.timings.stage("generate"), self._autocast():
-            res = encoded.guided.network.decode(encoded.encoding, maps.geom_disp, maps.codes_d).rec_img_d
-        return to_uint8(res.float())
+            out = encoded.guided.network.decode(encoded.encoding, maps.geom_disp, maps.codes_d)
+            if encoded.detail is None:
+                return to_uint8(out.rec_img_d.float())
+            return to_uint8(composite_at(out, encoded.detail, encoded.guided.cfg.warp_convention))
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
