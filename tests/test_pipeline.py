@@ -57,7 +57,7 @@ def test_animate_astronaut_with_a_synthetic_driving_video(astronaut: Path, drivi
     out = tmp_path / "out.mp4"
     assert main(["animate", "--source", str(astronaut), "--driving", str(driving_video), "-o", str(out), "--profile"]) == 0
     text = capsys.readouterr().out
-    for stage in ("decode", "detect", "fit", "render", "generate", "encode", "total"):
+    for stage in ("decode", "detect", "fit", "render", "generate", "compose", "total", "wall"):
         assert stage in text
     frames, info = read_video(out)
     assert frames.shape == (8, 512, 512, 3) and info.fps == pytest.approx(10.0)

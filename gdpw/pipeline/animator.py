@@ -8,7 +8,7 @@ generate, paste back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -193,23 +193,27 @@ class Animator:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     def generate(self, source: Source, target: FlameSequence) -> np.ndarray:
-        """Generated crops (T, S, S, 3) uint8 for every frame of ``target``, in batches."""
+        """Generated crops (T, R, R, 3) uint8 for every frame of ``target``."""
+        return np.concatenate(list(self.generate_batches(source, target)))
+
+    def generate_batches(self, source: Source, target: FlameSequence) -> Iterator[np.ndarray]:
+        """``generate``, a batch of crops at a time (the source encoded once)."""
         encoded = self.encode(source)
         batches = [list(range(s, min(len(target), s + self.cfg.batch_size))) for s in range(0, len(target), self.cfg.batch_size)]
         if not self.cfg.cuda_graph:
-            return np.concatenate([self.decode(encoded, target, idx) for idx in batches])
+            for idx in batches:
+                yield self.decode(encoded, target, idx)
+            return
         from .graphed import GraphedDecode
 
         print("building the CUDA graph of render + decode (once per video) ...", flush=True)
         with self.timings.stage("capture"):
             graphed = GraphedDecode(encoded.guided, encoded.encoding, encoded.verts, self.cfg.batch_size, self._autocast())
-        out = []
         for idx in batches:
             with self.timings.stage("render"):
                 verts_d = target.image_vertices(self.flame, idx)
             with self.timings.stage("generate"), torch.no_grad():
-                out.append(to_uint8(graphed(verts_d).float()))
-        return np.concatenate(out)
+                yield to_uint8(graphed(verts_d).float())
 
     def generate_video(self, sources: Sequence[Source], target: FlameSequence) -> np.ndarray:
         """Video-to-video: crop t generated from ``sources[t]`` (a source video's frame t) and frame t
@@ -246,21 +250,33 @@ class Animator:
         """Animate a portrait with a driving video (frames as RGB uint8 arrays). ``motion``: the
         official recipe's default is absolute (as ``face_reenact_demo``), gdpw's relative.
         ``all_faces``: every face of a group photo follows the driver, each pasted back in place."""
+        return self._collect(self.animate_stream(source_image, driving_frames, fps, motion, side_by_side, all_faces))
+
+    def animate_stream(self, source_image: np.ndarray, driving_frames: Sequence[np.ndarray], fps: float = 25.0,
+                       motion: Motion | None = None, side_by_side: bool = False,
+                       all_faces: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``animate`` a batch at a time: (frames, crops) per batch, for consumers that overlap
+        their work (writing the video) with the generation (``gdpw.common.prefetch.Prefetch``)."""
         self.timings.clear()
         sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
         driving = self.track_driving(driving_frames, fps)
-        return self.drive(sources, driving.params, motion, driving_frames, side_by_side)
+        yield from self.drive_stream(sources, driving.params, motion, driving_frames, side_by_side)
 
     def animate_motion(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None,
                        all_faces: bool = False) -> AnimationResult:
         """Animate a portrait (or every face of a group photo) with a motion file's performance (``gdpw.flame.motion``)."""
+        return self._collect(self.animate_motion_stream(source_image, motion_file, motion, all_faces))
+
+    def animate_motion_stream(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None,
+                              all_faces: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``animate_motion`` a batch at a time (see ``animate_stream``)."""
         self.timings.clear()
         motion = motion or self.default_motion
         if motion == "absolute" and motion_file.recipe != self.recipe:
             raise ConfigError(f"the motion was fitted in {motion_file.recipe}-recipe crops but this checkpoint uses the "
                               f"{self.recipe} recipe: absolute motion would misplace the head (relative motion works)")
         sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
-        return self.drive(sources, motion_file.params, motion)
+        yield from self.drive_stream(sources, motion_file.params, motion)
 
     def animate_video(self, source_frames: Sequence[np.ndarray], fps: float, driving: FlameSequence,
                       motion: Motion | None = None, keep_source_pose: bool = False,
@@ -296,10 +312,24 @@ class Animator:
               driving_frames: Sequence[np.ndarray] | None = None, side_by_side: bool = False) -> AnimationResult:
         """Prepared sources (faces of one frame) driven by FLAME parameters over time (fitted,
         edited or from a motion file); the result's crops are the first face's."""
+        return self._collect(self.drive_stream(sources, driving, motion, driving_frames, side_by_side))
+
+    def drive_stream(self, sources: Sequence[Source], driving: FlameSequence, motion: Motion | None = None,
+                     driving_frames: Sequence[np.ndarray] | None = None,
+                     side_by_side: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``drive`` a batch at a time: (composed frames, the first face's crops) per batch."""
         motion = motion or self.default_motion
-        parts = [(s, self.generate(s, transfer_motion(s.fit, driving, motion))) for s in sources]
-        frames = self.compose(*parts[0], driving_frames, side_by_side, others=parts[1:])
-        return AnimationResult(frames, parts[0][1], dict(self.timings))
+        streams = [self.generate_batches(s, transfer_motion(s.fit, driving, motion)) for s in sources]
+        start = 0
+        for crops in zip(*streams):
+            n = len(crops[0])
+            shown = None if driving_frames is None else driving_frames[start : start + n]
+            yield self.compose(sources[0], crops[0], shown, side_by_side, others=list(zip(sources[1:], crops[1:]))), crops[0]
+            start += n
+
+    def _collect(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> AnimationResult:
+        parts = list(batches)
+        return AnimationResult(np.concatenate([f for f, _ in parts]), np.concatenate([c for _, c in parts]), dict(self.timings))
 
     def animate_fit(self, source: Source, target: FlameSequence) -> AnimationResult:
         """Drive a prepared source with explicit FLAME parameters (edits, sweeps, the demo)."""
