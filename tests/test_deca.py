@@ -96,3 +96,27 @@ def test_flame_without_embedding_needs_one_for_landmark_fitting(tmp_path: Path, 
     np.save(tmp_path / "landmark_embedding.npy", {"static_lmk_faces_idx": demo.lmk_faces_idx.numpy(),
                                                   "static_lmk_bary_coords": demo.lmk_bary_coords.numpy()})
     assert main(args + ["--landmark-embedding", str(tmp_path / "landmark_embedding.npy")]) == 0
+
+
+def test_live_with_the_deca_fitter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live stream's frames fitted by DECA's encoder (one frame at a time, smoothed causally)."""
+    pytest.importorskip("mediapipe")
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from gdpw.cli.main import main
+    from gdpw.data.video import read_video, write_video
+
+    from .test_flame import _imitate_official_pickle
+
+    with monkeypatch.context() as m:
+        _imitate_official_pickle(tmp_path / "generic_model.pkl", m)
+    img = data.astronaut()
+    Image.fromarray(img).save(tmp_path / "a.png")
+    write_video(tmp_path / "cam.mp4", [np.roll(img, 4 * i, axis=1) for i in range(12)], 10.0)
+    deca = _deca_file(tmp_path / "deca_model.tar")
+    assert main(["live", "--source", str(tmp_path / "a.png"), "--camera", str(tmp_path / "cam.mp4"), "-o",
+                 str(tmp_path / "live.mp4"), "--max-frames", "3", "--fitter", "deca", "--deca-model", str(deca),
+                 "--flame", str(tmp_path / "generic_model.pkl")]) == 0
+    assert read_video(tmp_path / "live.mp4")[0].shape[0] == 3
