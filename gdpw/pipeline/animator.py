@@ -47,7 +47,7 @@ class AnimateConfig:
     antialias: bool | None = None  # antialiased guidance maps; default: as the checkpoint was trained
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the decoder's autocast; auto: fp16 on CUDA, fp32 on the CPU
     cuda_graph: bool = False  # CUDA: render + decode each batch as one captured graph (experimental)
-    detail: int = 512  # alpha-blending checkpoints (the demo generator): warp the source crop at up to this many pixels, not the network's size (0: off; not with --cuda-graph)
+    detail: int = 1024  # alpha-blending checkpoints (the demo generator): warp the source crop at twice its size in the photo, up to this many pixels, not the network's size (0: off; not with --cuda-graph)
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
 
@@ -171,7 +171,7 @@ class Animator:
             verts_s = torch.cat([s.fit.image_vertices(self.flame, [0]) for s in sources])
         with self.timings.stage("generate"), self._autocast():
             encoding = guided.encode(img_s, verts_s)
-        side = min(self.cfg.detail, round(max(s.box.size for s in sources)))
+        side = min(self.cfg.detail, round(2 * max(s.box.size for s in sources)))  # 2x: each bilinear resampling blurs less
         detail = None
         if self.checkpoint.generator_config.alpha_blend and side > self.size:
             detail = torch.stack([to_tensor(crop(s.image, s.box, side)) for s in sources]).to(self.device)
