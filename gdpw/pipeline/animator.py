@@ -179,7 +179,7 @@ class Animator:
 
     @torch.no_grad()
     def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
-        """Generated crops (B, S, S, 3) uint8 for frames ``idx`` of ``target``."""
+        """Generated crops (B, R, R, 3) uint8 for frames ``idx`` of ``target`` (R: ``EncodedSource.detail``'s size, else the network's)."""
         with self.timings.stage("render"):
             verts_d = target.image_vertices(self.flame, list(idx))
             maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size))
@@ -256,7 +256,7 @@ class Animator:
                        motion: Motion | None = None, side_by_side: bool = False,
                        all_faces: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``animate`` a batch at a time: (frames, crops) per batch, for consumers that overlap
-        their work (writing the video) with the generation (``gdpw.common.prefetch.Prefetch``)."""
+        their work (writing the video) with the generation (``gdpw.common.background.Background``)."""
         self.timings.clear()
         sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
         driving = self.track_driving(driving_frames, fps)
