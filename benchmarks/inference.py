@@ -196,7 +196,7 @@ def pipeline_speed(args: argparse.Namespace, device: torch.device) -> None:
                 rows = [("eager", t_render + t_decode, out)]
                 if cuda:
                     graphed = GraphedDecode(guided, encoding, vs[:1], batch, autocast)
-                    t_graph, out_graph = timed(lambda: graphed(vd).float(), args.repeats, device)
+                    t_graph, out_graph = timed(lambda: graphed(vd).rec_img_d.float(), args.repeats, device)
                     rows.append(("CUDA graph (render + decode)", t_graph, out_graph))
                 if args.compile:
                     compiled = torch.compile(decode, mode="reduce-overhead" if cuda else "default")

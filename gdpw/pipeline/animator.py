@@ -28,7 +28,7 @@ from gdpw.flame.motion import MotionFile
 from gdpw.model import GuidedGenerator, SourceEncoding
 from gdpw.model.checkpoint import Checkpoint, load_checkpoint
 from gdpw.model.fold import CPU_MAX_CONV_BYTES, fold_for_inference
-from gdpw.model.generator import composite_at
+from gdpw.model.generator import GeneratorOutput, composite_at
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
@@ -47,7 +47,7 @@ class AnimateConfig:
     antialias: bool | None = None  # antialiased guidance maps; default: as the checkpoint was trained
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the decoder's autocast; auto: fp16 on CUDA, fp32 on the CPU
     cuda_graph: bool = False  # CUDA: render + decode each batch as one captured graph (experimental)
-    detail: int = 1024  # alpha-blending checkpoints (the demo generator): warp the source crop at twice its size in the photo, up to this many pixels, not the network's size (0: off; not with --cuda-graph)
+    detail: int = 1024  # alpha-blending checkpoints (the demo generator): warp the source crop at twice its size in the photo, up to this many pixels, not the network's size (0: off)
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
 
@@ -184,10 +184,14 @@ class Animator:
             verts_d = target.image_vertices(self.flame, list(idx))
             maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size))
         with self.timings.stage("generate"), self._autocast():
-            out = encoded.guided.network.decode(encoded.encoding, maps.geom_disp, maps.codes_d)
-            if encoded.detail is None:
-                return to_uint8(out.rec_img_d.float())
-            return to_uint8(composite_at(out, encoded.detail, encoded.guided.cfg.warp_convention))
+            return self._image(encoded, encoded.guided.network.decode(encoded.encoding, maps.geom_disp, maps.codes_d))
+
+    @staticmethod
+    def _image(encoded: EncodedSource, out: GeneratorOutput) -> np.ndarray:
+        """The decoder's output as uint8 crops: its image, or composited at the detail resolution."""
+        if encoded.detail is None:
+            return to_uint8(out.rec_img_d.float())
+        return to_uint8(composite_at(out, encoded.detail, encoded.guided.cfg.warp_convention))
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
@@ -213,7 +217,7 @@ class Animator:
             with self.timings.stage("render"):
                 verts_d = target.image_vertices(self.flame, idx)
             with self.timings.stage("generate"), torch.no_grad():
-                yield to_uint8(graphed(verts_d).float())
+                yield self._image(encoded, graphed(verts_d))
 
     def generate_video(self, sources: Sequence[Source], target: FlameSequence) -> np.ndarray:
         """Video-to-video: crop t generated from ``sources[t]`` (a source video's frame t) and frame t

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 import torch
 
 from gdpw.model import GuidedGenerator, SourceEncoding
+from gdpw.model.generator import GeneratorOutput
 
 
 class GraphedDecode:
@@ -34,20 +35,23 @@ class GraphedDecode:
         with torch.cuda.graph(self.graph):
             self.out, self.overflow = self._step()
 
-    def _step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _step(self) -> tuple[GeneratorOutput, torch.Tensor | None]:
         maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size, check_overflow=False)
         with self.autocast:
-            out = self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d).rec_img_d
+            out = self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d)
         return out, maps.overflow
 
-    def __call__(self, verts_d: torch.Tensor) -> torch.Tensor:
+    def __call__(self, verts_d: torch.Tensor) -> GeneratorOutput:
+        """The decoder's output for ``verts_d`` (n <= the captured batch); its maps are copies."""
         n, batch = verts_d.shape[0], self.verts_d.shape[0]
         if n < batch:
             verts_d = torch.cat([verts_d, verts_d[-1:].expand(batch - n, -1, -1)])
         self.verts_d.copy_(verts_d)
         self.graph.replay()
+        out = self.out
         if self.overflow is not None and bool(self.overflow):  # rare: render this batch the default way
             maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size)
             with self.autocast:
-                return self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d).rec_img_d[:n]
-        return self.out[:n].clone()
+                out = self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d)
+        return GeneratorOutput({}, {"x1": out.flows["x1"][:n].clone()}, out.warp_img_s[:n].clone(), out.out_img[:n].clone(),
+                               out.alpha[:n].clone(), out.rec_img_d[:n].clone())
