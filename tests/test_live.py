@@ -52,7 +52,7 @@ def test_live_session_follows_the_camera_head_turn(turning, animator) -> None:  
         assert out.image.shape == portrait.shape and out.latency >= 0
         if out.face:
             fitted.append(i)
-            shown.append(out.image)
+            shown.append(out)
     assert len(fitted) >= 0.8 * len(clip.images) and session.stats.frames == len(fitted)
     truth = _yaw(clip.params.global_pose)[fitted]
     # the causal track follows the turn (relative to its first frame)
@@ -69,7 +69,7 @@ def test_live_session_follows_the_camera_head_turn(turning, animator) -> None:  
     nearest = yaw_of_results(animator, session.source, shown)
     print("camera yaw", np.round(truth).tolist(), "result ~", nearest)
     assert np.corrcoef(nearest, truth)[0, 1] > 0.8
-    assert np.ptp(nearest) >= 15
+    assert np.ptp(nearest) >= 30  # both ways
 
 
 def test_no_face_keeps_the_last_good_frame_and_reset_starts_again(turning, animator) -> None:  # type: ignore[no-untyped-def]

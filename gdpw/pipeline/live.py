@@ -36,7 +36,7 @@ from .animator import Animator, transfer_motion
 class LiveConfig:
     """Live tracking and display."""
 
-    iterations: int = 20  # L-BFGS steps per camera frame, from the previous frame's fit
+    iterations: int = 10  # L-BFGS steps per camera frame, from the previous frame's fit
 
     def __post_init__(self) -> None:
         validate(self)
@@ -50,6 +50,7 @@ class LiveFrame:
     face: bool  # a face was found in this camera frame
     latency: float  # seconds from capture to this result
     fps: float  # results per second, averaged over the last second or so
+    target: FlameSequence | None = None  # the FLAME parameters the portrait was driven to (None without a face)
 
 
 @dataclass
@@ -98,14 +99,14 @@ class LiveSession:
             self.stats.missed += 1
             return LiveFrame(self._last, False, time.perf_counter() - captured_at, self.fps)
         assert self.tracker.reference is not None
-        target = transfer_motion(self.source.fit, FlameSequence.cat([self.tracker.reference, fit]), "relative")
-        crop = self.animator.decode(self.encoded, target, [1])[0]
+        target = transfer_motion(self.source.fit, FlameSequence.cat([self.tracker.reference, fit]), "relative").select([1])
+        crop = self.animator.decode(self.encoded, target, [0])[0]
         self._last = paste_back(self.source.image, crop, self.source.box) if self.animator.cfg.paste_back else crop
         now = time.perf_counter()
         self._shown = [t for t in self._shown if now - t < 1.0] + [now]
         self.stats.frames += 1
         self.stats.latencies.append(now - captured_at)
-        return LiveFrame(self._last, True, now - captured_at, self.fps)
+        return LiveFrame(self._last, True, now - captured_at, self.fps, target)
 
     def try_step(self, frame: np.ndarray, captured_at: float | None = None) -> LiveFrame | None:
         """``step``, or None (the frame dropped) while another frame is being animated."""
