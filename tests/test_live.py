@@ -12,6 +12,7 @@ from gdpw.cli.main import main
 from gdpw.common.errors import VideoError
 from gdpw.data.video import read_video, write_video, write_y4m
 from gdpw.fit import OneEuroFilter
+from gdpw.flame import FLAME, load_motion
 from gdpw.pipeline import AnimateConfig, Animator
 from gdpw.pipeline.live import CameraReader, LiveSession, run_camera
 from tests.live_helpers import turning_head, yaw_of_results
@@ -103,16 +104,17 @@ def test_camera_reader_plays_a_file_in_real_time_and_drops_what_it_cannot_show(t
                                                                              tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     portrait, clip = turning
     video = tmp_path / "cam.mp4"
-    write_video(video, clip.images, FPS)  # the first frame's full fit takes longer: frames are dropped
+    images = np.concatenate([clip.images] * 3)  # 7.2 s at 10 fps
+    write_video(video, images, FPS)  # the first frame's full fit takes longer: frames are dropped
     session = LiveSession(animator, portrait)
     camera = CameraReader(str(video))
     try:
         shown = run_camera(session, camera)
     finally:
         camera.close()
-    assert camera.captured == len(clip.images)
+    assert camera.captured == len(images)
     assert len(shown) + session.stats.dropped == camera.captured
-    assert session.stats.dropped > 0 and len(shown) > 5
+    assert session.stats.dropped > 0 and len(shown) > 3
     assert all(f.latency < 5.0 for f in shown)  # no backlog: each shown frame is a recent one
     with pytest.raises(VideoError, match="cannot open the camera"):
         CameraReader(str(tmp_path / "video9"))
@@ -135,11 +137,17 @@ def test_gdpw_live_with_a_video_camera_records_the_shown_frames(turning, tmp_pat
     portrait, clip = turning
     src, cam, out = tmp_path / "p.png", tmp_path / "cam.mp4", tmp_path / "live.mp4"
     Image.fromarray(portrait).save(src)
-    write_video(cam, clip.images, FPS)
-    assert main(["live", "--source", str(src), "--camera", str(cam), "-o", str(out), "--max-frames", "5",
-                 "--iterations", "20"]) == 0
+    write_video(cam, np.concatenate([clip.images] * 4), FPS)  # 9.6 s: a slow machine still shows 3 frames
+    motion = tmp_path / "me.motion.npz"
+    assert main(["live", "--source", str(src), "--camera", str(cam), "-o", str(out), "--max-frames", "3",
+                 "--iterations", "20", "--save-motion", str(motion)]) == 0
     frames, _ = read_video(out)
-    assert frames.shape[0] == 5
+    assert frames.shape[0] == 3
+    # the recorded performance (the frames with a face) drives another portrait
+    recorded = len(load_motion(motion, FLAME()).params)
+    assert 1 <= recorded <= 3
+    assert main(["animate", "--source", str(src), "--driving", str(motion), "-o", str(tmp_path / "again.mp4")]) == 0
+    assert read_video(tmp_path / "again.mp4")[0].shape[0] == recorded
     assert "latency" in capsys.readouterr().err
     assert main(["live", "--source", str(src), "-o", str(out)]) == 2  # -o needs --camera
     assert main(["live", "--source", str(src), "--camera", str(tmp_path / "none.mp4")]) == 2
