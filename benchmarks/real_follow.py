@@ -14,7 +14,9 @@ driving frame and every result frame, and three figures are printed side by side
 
 Frames where either face is not found are left out (their share is printed).
 
-    python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [-o docs/real_follow.md]
+    python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [--live] [-o docs/real_follow.md]
+
+``--live`` animates as ``gdpw live`` does (each frame tracked causally as it comes, none dropped).
 """
 
 from __future__ import annotations
@@ -77,16 +79,22 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def measure(animator, detector, portrait: Path, clip: Path, max_frames: int | None) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def measure(animator, detector, portrait: Path, clip: Path, max_frames: int | None,  # type: ignore[no-untyped-def]
+            live: bool = False) -> dict[str, float]:
     from gdpw.data.video import read_image, read_video
+    from gdpw.pipeline.live import LiveSession
 
     source = read_image(portrait)
     frames, info = read_video(clip, max_frames)
     start = time.perf_counter()
-    result = animator.animate(source, list(frames), fps=info.fps)
+    if live:  # frame by frame as a camera would give them (causal tracking), none dropped
+        session = LiveSession(animator, source)
+        results = [session.step(f, i / info.fps).image for i, f in enumerate(frames)]
+    else:
+        results = list(animator.animate(source, list(frames), fps=info.fps).frames)
     seconds = time.perf_counter() - start
     src = read_face(detector, source)
-    pairs = [(read_face(detector, d), read_face(detector, r)) for d, r in zip(frames, result.frames)]
+    pairs = [(read_face(detector, d), read_face(detector, r)) for d, r in zip(frames, results)]
     kept = [(d, r) for d, r in pairs if d is not None and r is not None]
     if src is None or len(kept) < 3:
         raise RuntimeError(f"faces found in too few frames ({len(kept)})")
@@ -106,6 +114,7 @@ def main() -> None:
     p.add_argument("--checkpoint", help="default: the shipped demo generator")
     p.add_argument("--max-frames", type=int, default=120, help="driving frames per clip (default 120)")
     p.add_argument("--detail", type=int, help="AnimateConfig.detail (0: the generator's resolution only)")
+    p.add_argument("--live", action="store_true", help="the live pipeline (gdpw live): causal tracking frame by frame")
     p.add_argument("-o", "--output", help="also write the table to this markdown file")
     args = p.parse_args()
     from gdpw.fit import MediaPipeDetector
@@ -124,7 +133,7 @@ def main() -> None:
         for portrait in portraits:
             for clip in clips:
                 try:
-                    m = measure(animator, detector, portrait, clip, args.max_frames)
+                    m = measure(animator, detector, portrait, clip, args.max_frames, args.live)
                 except Exception as err:  # reported in the table; the other pairs still run
                     lines.append(f"| {portrait.stem} | {clip.stem} | failed: {type(err).__name__}: {err} |" + " |" * 8)
                     print(lines[-1], flush=True)

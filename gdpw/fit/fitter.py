@@ -237,7 +237,7 @@ class LandmarkFitter:
                              observed=observed)
         return self._fit_from(vars, rms)
 
-    def refine(self, lmk: torch.Tensor, iris: torch.Tensor | None, init: FlameSequence, iterations: int = 10,
+    def refine(self, lmk: torch.Tensor, iris: torch.Tensor | None, init: FlameSequence, iterations: int = 30,
                observed: torch.Tensor | None = None) -> FlameSequence:
         """Fit one frame (1, 68, 2) starting from ``init`` (a live stream's previous frame; its
         shape kept) by L-BFGS: near the answer a quasi-Newton step converges in a few iterations,

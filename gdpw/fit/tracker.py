@@ -191,7 +191,7 @@ class FaceTracker:
                 params = smooth_fit(fit, fps, self.smoothing)
         return Track(boxes, params)
 
-    def stream(self, iterations: int = 10) -> StreamTracker:
+    def stream(self, iterations: int = 30) -> StreamTracker:
         """Causal tracking of a live stream, frame by frame (``StreamTracker``)."""
         return StreamTracker(self, iterations)
 
@@ -220,7 +220,7 @@ class StreamTracker:
         box, params = stream.step(frame, time.perf_counter())    # NoFaceError when none is found
     """
 
-    def __init__(self, tracker: FaceTracker, iterations: int = 10) -> None:
+    def __init__(self, tracker: FaceTracker, iterations: int = 30) -> None:
         self.tracker = tracker
         self.iterations = iterations
         s = tracker.smoothing

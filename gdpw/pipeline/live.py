@@ -36,7 +36,7 @@ from .animator import Animator, transfer_motion
 class LiveConfig:
     """Live tracking and display."""
 
-    iterations: int = 10  # L-BFGS steps per camera frame, from the previous frame's fit
+    iterations: int = 30  # L-BFGS steps per camera frame, from the previous frame's fit
 
     def __post_init__(self) -> None:
         validate(self)
