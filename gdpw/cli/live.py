@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> None:
     from gdpw.pipeline import Animator
     from gdpw.pipeline.live import CameraReader, LiveSession, run_camera
 
-    cfg = replace(from_args(AnimateConfig, args, exclude=EXCLUDED), checkpoint=args.checkpoint)
+    cfg = replace(app_config(args), checkpoint=args.checkpoint)
     with Animator(cfg) as animator:
         session = LiveSession(animator, portrait, live)
         camera = CameraReader(args.camera)

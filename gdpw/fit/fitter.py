@@ -197,21 +197,25 @@ class LandmarkFitter:
     def _new_vars(self, lmk: torch.Tensor, shape: torch.Tensor | None = None,
                   observed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         t = lmk.shape[0]
-        cam = self._init_camera(lmk)
         vars = {
             "shape": torch.zeros(self.flame.n_shape) if shape is None else shape.clone(),
             "expression": torch.zeros(t, self.flame.n_expression),
             "global_pose": torch.zeros(t, 3),
             "jaw_pose": torch.zeros(t, 3),
             "eye_pose": torch.zeros(t, 6),
-            "log_scale": cam[:, :1].log(),
-            "trans": cam[:, 1:] * cam[:, :1],  # in NDC, like the landmarks, so Adam steps are comparable
+            **self._camera_vars(self._init_camera(lmk)),
         }
         if observed is not None:  # start where the blendshapes say
             k = observed.shape[1] - 1
             vars["expression"][:, :k] = observed[:, :k]
             vars["jaw_pose"][:, 0] = observed[:, k]
         return vars
+
+    @staticmethod
+    def _camera_vars(cam: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The optimised form of cameras (T, 3): log scale, and the translation in NDC like the
+        landmarks, so Adam steps are comparable (``_camera`` inverts it)."""
+        return {"log_scale": cam[:, :1].log(), "trans": cam[:, 1:] * cam[:, :1]}
 
     @staticmethod
     def _camera(vars: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -246,8 +250,7 @@ class LandmarkFitter:
         vars = self._new_vars(lmk, init.shape, observed)
         for k in ("expression", "global_pose", "jaw_pose", "eye_pose"):
             vars[k] = getattr(init, k)[-1:].clone()
-        cam = init.camera[-1:]
-        vars["log_scale"], vars["trans"] = cam[:, :1].log(), cam[:, 1:] * cam[:, :1]
+        vars.update(self._camera_vars(init.camera[-1:]))
         free = [v.requires_grad_(True) for k, v in vars.items() if k != "shape"]
         opt = torch.optim.LBFGS(free, lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
 

@@ -241,16 +241,18 @@ class StreamTracker:
         t = self.tracker
         face_index = 0 if t.cfg.face_index is None else t.cfg.face_index  # several faces: the largest
         lmk, iris, observed = t.landmarks(frame, "the camera frame", face_index)
-        box = t.box(lmk) if self._box is None or t.recipe == "official" else self._box
-        with t.timings.stage("fit"):
-            if t.deca is not None:
-                fit = t._deca([frame], [lmk], [box], fps=1.0)
-            else:
-                lmk_ndc, iris_ndc, obs = _ndc([box], [lmk]), _ndc([box], [iris]), _stack([observed])
-                if self._last is None:  # the reference: a full fit, identity included
-                    fit = t.fitter.fit(lmk_ndc, iris_ndc, observed=obs)
+        if self._last is None:  # the reference: a portrait's box and full fit, identity included
+            track = t._fit_face(frame, lmk, iris, observed)
+            box, fit = track.box, track.params
+        else:
+            box = t.box(lmk) if t.recipe == "official" else self._box
+            assert box is not None
+            with t.timings.stage("fit"):
+                if t.deca is not None:
+                    fit = t._deca([frame], [lmk], [box], fps=1.0)
                 else:
-                    fit = t.fitter.refine(lmk_ndc, iris_ndc, self._last, self.iterations, observed=obs)
+                    fit = t.fitter.refine(_ndc([box], [lmk]), _ndc([box], [iris]), self._last, self.iterations,
+                                          observed=_stack([observed]))
         self._last = fit
         dt = None if self._time is None else max(timestamp - self._time, 1e-3)
         per_frame = t.smoothing.per_frame or dt is None

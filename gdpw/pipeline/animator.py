@@ -203,7 +203,7 @@ class Animator:
     def generate_batches(self, source: Source, target: FlameSequence) -> Iterator[np.ndarray]:
         """``generate``, a batch of crops at a time (the source encoded once)."""
         encoded = self.encode(source)
-        batches = [list(range(s, min(len(target), s + self.cfg.batch_size))) for s in range(0, len(target), self.cfg.batch_size)]
+        batches = self._batches(len(target))
         if not self.cfg.cuda_graph:
             for idx in batches:
                 yield self.decode(encoded, target, idx)
@@ -222,11 +222,12 @@ class Animator:
     def generate_video(self, sources: Sequence[Source], target: FlameSequence) -> np.ndarray:
         """Video-to-video: crop t generated from ``sources[t]`` (a source video's frame t) and frame t
         of ``target``, in batches."""
-        out = []
-        for start in range(0, len(target), self.cfg.batch_size):
-            idx = list(range(start, min(len(target), start + self.cfg.batch_size)))
-            out.append(self.decode(self._encode([sources[i] for i in idx]), target, idx))
-        return np.concatenate(out)
+        return np.concatenate([self.decode(self._encode([sources[i] for i in idx]), target, idx)
+                               for idx in self._batches(len(target))])
+
+    def _batches(self, n: int) -> list[list[int]]:
+        """Frame indices 0..n-1 in batches of ``batch_size``."""
+        return [list(range(s, min(n, s + self.cfg.batch_size))) for s in range(0, n, self.cfg.batch_size)]
 
     def compose(self, source: Source | Sequence[Source], crops: np.ndarray, driving: Sequence[np.ndarray] | None = None,
                 side_by_side: bool = False, others: Sequence[tuple[Source, np.ndarray]] = ()) -> np.ndarray:

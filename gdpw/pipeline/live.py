@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from gdpw.common.config import validate
-from gdpw.common.crop import paste_back
 from gdpw.common.errors import NoFaceError, VideoError
 from gdpw.flame import FlameSequence
 
@@ -100,8 +99,7 @@ class LiveSession:
             return LiveFrame(self._last, False, time.perf_counter() - captured_at, self.fps)
         assert self.tracker.reference is not None
         target = transfer_motion(self.source.fit, FlameSequence.cat([self.tracker.reference, fit]), "relative").select([1])
-        crop = self.animator.decode(self.encoded, target, [0])[0]
-        self._last = paste_back(self.source.image, crop, self.source.box) if self.animator.cfg.paste_back else crop
+        self._last = self.animator.compose(self.source, self.animator.decode(self.encoded, target, [0]))[0]
         now = time.perf_counter()
         self._shown = [t for t in self._shown if now - t < 1.0] + [now]
         self.stats.frames += 1
@@ -130,22 +128,19 @@ class CameraReader:
     """Frames of a camera (``/dev/video0``, or ``0`` for it) or of a video file played at its own
     rate, read on a thread that keeps only the newest frame and its capture time."""
 
-    def __init__(self, camera: str, size: tuple[int, int] | None = None) -> None:
+    def __init__(self, camera: str) -> None:
         import av
 
-        self.name = camera
         device = f"/dev/video{camera}" if camera.isdigit() else camera
         self.is_file = Path(device).is_file()
-        options = {} if self.is_file or size is None else {"video_size": f"{size[0]}x{size[1]}"}
         try:
-            self._container = av.open(device, format=None if self.is_file else "v4l2", options=options)
+            self._container = av.open(device, format=None if self.is_file else "v4l2")
             self._stream = self._container.streams.video[0]
         except (av.error.FFmpegError, IndexError, OSError) as err:
             raise VideoError(f"cannot open the camera {camera!r}: {err}") from None
         rate = self._stream.average_rate
         self.fps = float(rate) if rate else 30.0
         self.captured = 0  # frames read from the camera
-        self.taken = 0  # frames handed out by ``latest``
         self._latest: tuple[np.ndarray, float, int] | None = None
         self._cond = threading.Condition()
         self._done = False
@@ -177,7 +172,6 @@ class CameraReader:
             self._cond.wait_for(lambda: self._done or (self._latest is not None and self._latest[2] > after), timeout)
             if self._latest is None or self._latest[2] <= after:
                 return None
-            self.taken += 1
             return self._latest
 
     def close(self) -> None:
