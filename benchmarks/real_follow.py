@@ -14,7 +14,7 @@ driving frame and every result frame, and three figures are printed side by side
 
 Frames where either face is not found are left out (their share is printed).
 
-    python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [--live] [-o docs/real_follow.md]
+    python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [--live] [--blendshape-map F] [-o docs/real_follow.md]
 
 ``--live`` animates as ``gdpw live`` does (each frame tracked causally as it comes, none dropped).
 """
@@ -114,6 +114,8 @@ def main() -> None:
     p.add_argument("--checkpoint", help="default: the shipped demo generator")
     p.add_argument("--max-frames", type=int, default=120, help="driving frames per clip (default 120)")
     p.add_argument("--detail", type=int, help="AnimateConfig.detail (0: the generator's resolution only)")
+    p.add_argument("--blendshape-map", help="HeadConfig.blendshape_map: MediaPipe's blendshapes as expression observations "
+                   "(the demo head's: gdpw/assets/demo_blendshapes.npz)")
     p.add_argument("--live", action="store_true", help="the live pipeline (gdpw live): causal tracking frame by frame")
     p.add_argument("-o", "--output", help="also write the table to this markdown file")
     args = p.parse_args()
@@ -129,6 +131,7 @@ def main() -> None:
     rows = []
     cfg = AnimateConfig(checkpoint=args.checkpoint)
     cfg = cfg if args.detail is None else replace(cfg, detail=args.detail)
+    cfg = cfg if args.blendshape_map is None else replace(cfg, head=replace(cfg.head, blendshape_map=args.blendshape_map))
     with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for portrait in portraits:
             for clip in clips:

@@ -170,8 +170,10 @@ def identity_basis(v: np.ndarray, head: np.ndarray) -> np.ndarray:
     return dirs
 
 
-def expression_basis(v: np.ndarray, head: np.ndarray) -> np.ndarray:
-    """(V, 3, N_EXPRESSION) expression deformations, named in EXPRESSION_NAMES."""
+def expression_basis(v: np.ndarray, head: np.ndarray, lid_slide: bool = True) -> np.ndarray:
+    """(V, 3, N_EXPRESSION) expression deformations, named in EXPRESSION_NAMES. ``lid_slide=False``:
+    the first demo head's blinks, whose lids only bulge forward over the eyeballs (the eyes' 2D
+    opening hardly changes); the official-pipeline fixtures' FLAME stand-in was built from it."""
     x, y, z = v[:, 0], v[:, 1], v[:, 2]
     front = head * smoothstep(0.0, 0.06, z)
     dirs = np.zeros((len(v), 3, N_EXPRESSION))
@@ -187,10 +189,11 @@ def expression_basis(v: np.ndarray, head: np.ndarray) -> np.ndarray:
     inner = (gauss(x, y, 0.018, 0.04, 0.012, 0.01) + gauss(x, y, -0.018, 0.04, 0.012, 0.01)) * front
     dirs[:, 1, 3] = -0.005 * inner  # furrow: inner brows down and together
     dirs[:, 0, 3] = -0.004 * sgn * inner
+    above = smoothstep(EYE_XY[1] - 0.004, EYE_XY[1] + 0.004, y)
     for k, side in ((4, 1.0), (5, -1.0)):  # blink: the lid (socket skin) closes over the eyeball
         lid = gauss(x, y, side * EYE_XY[0], EYE_XY[1] + 0.002, 0.012, 0.011) * front
         dirs[:, 2, k] = 0.021 * lid
-        dirs[:, 1, k] = -0.004 * lid
+        dirs[:, 1, k] = (-0.009 * above + 0.002 * (1 - above)) * lid if lid_slide else -0.004 * lid  # the upper lid sliding down
     lips = (gauss(x, y, 0.0, -0.047, 0.02, 0.007) + gauss(x, y, 0.0, -0.062, 0.02, 0.008)) * front
     dirs[:, 2, 6] = 0.008 * lips  # pucker
     dirs[:, 0, 6] = -0.25 * x * lips
@@ -283,7 +286,7 @@ def embed_landmarks(verts: np.ndarray, faces: np.ndarray, pts: np.ndarray) -> tu
     return np.asarray(idx, dtype=np.int64), np.asarray(bary, dtype=np.float32)
 
 
-def build_demo_head() -> dict[str, np.ndarray]:
+def build_demo_head(lid_slide: bool = True) -> dict[str, np.ndarray]:
     """All arrays of the demo head, keyed as in FLAME's ``generic_model.pkl`` (plus extras)."""
     head_v, head_f, head_dirs, head_tp = head_mesh()
     nh = len(head_v)
@@ -325,7 +328,7 @@ def build_demo_head() -> dict[str, np.ndarray]:
 
     # blendshapes; eyeballs follow their sockets rigidly
     shape_dirs = identity_basis(verts, is_head)
-    exp_dirs = expression_basis(verts, is_head)
+    exp_dirs = expression_basis(verts, is_head, lid_slide)
     for ids, (ex, ey) in zip(eye_ids, ((EYE_XY[0], EYE_XY[1]), (-EYE_XY[0], EYE_XY[1]))):
         anchor = int(np.argmin((head_v[:, 0] - ex) ** 2 + (head_v[:, 1] - ey) ** 2 + 10 * (head_v[:, 2] < 0)))
         shape_dirs[ids] = shape_dirs[anchor]

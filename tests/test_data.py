@@ -59,6 +59,28 @@ def test_synth_vertices_match_flame_and_hair_is_off_mesh(flame: FLAME) -> None:
     assert mask.mean() > 0.1 and mask.mean() < 0.9
 
 
+def test_synth_mouth_opens_with_the_jaw(flame: FLAME) -> None:
+    """Closed lips show no mouth interior; an opened jaw shows the dark inside and teeth between the
+    lips, inside the head's silhouette (what the generator must learn to paint for a real jawOpen)."""
+    cfg = SynthConfig(frames_per_clip=3, size=128, supersample=1)
+    params = {k: np.zeros((3, n)) for k, n in (("shape", flame.n_shape), ("expression", flame.n_expression),
+                                                ("global_pose", 3), ("neck_pose", 3), ("jaw_pose", 3), ("eye_pose", 6))}
+    params["jaw_pose"][:, 0] = [0.0, 0.15, 0.3]
+    camera = np.tile([6.0, 0.0, 0.02], (3, 1))
+    clip = render_clip(flame, cfg, 3, 0, ({k: v.copy() for k, v in params.items()}, camera))
+    head = rasterize(torch.as_tensor(clip.verts), flame.faces, (128, 128)).mask()[:, 0].numpy() > 0
+    img = clip.images.astype(float)
+    luma = img.mean(-1)
+    dark = (luma < 60) & (img[..., 0] > img[..., 2]) & head  # the reddish inside of the mouth
+    teeth = (luma > 130) & (np.ptp(img, axis=-1) < 35) & head  # light and unsaturated (skin and lips are saturated)
+    lower = np.zeros_like(head)
+    lower[:, 64:] = True  # below the image centre: the mouth, not the eyes' sclera
+    counts = [(int((dark[t] & lower[t]).sum()), int((teeth[t] & lower[t]).sum())) for t in range(3)]
+    assert counts[0][1] == 0  # closed: no teeth
+    assert counts[0][0] < counts[1][0] < counts[2][0] and counts[2][0] > counts[0][0] + 40  # the opening grows with the jaw
+    assert counts[2][1] > 5  # teeth show
+
+
 def test_dataset_roundtrip_and_splits(tiny_dataset: Path) -> None:
     index, clips = read_index(tiny_dataset)
     assert index["image_size"] == 32 and len(clips) == 8

@@ -91,6 +91,14 @@ def test_blink_closes_the_lid_over_the_eye(flame: FLAME) -> None:
     head_faces = int((flame.faces.max(1).values < 4681).sum())
     assert faces_open[0, row, col] >= head_faces  # the eyeball is visible
     assert 0 <= faces_shut[0, row, col] < head_faces  # the lid covers it
+    # the landmarks see it: the upper lid comes down to the lower one (a lid that only bulged forward,
+    # as the first demo head's did, left the eye's 2D opening unchanged and the fitter blind to blinks)
+    both = torch.zeros(2, 10)
+    both[1, 4:6] = 1.0
+    lmk = flame(FlameParams(expression=both)).landmarks
+    assert lmk is not None
+    opening = lmk[:, [37, 38, 43, 44], 1].mean(1) - lmk[:, [40, 41, 46, 47], 1].mean(1)
+    assert opening[0] > 0.008 and opening[1] < 0.3 * opening[0]
 
 
 def test_landmarks_are_on_the_face_and_mirror(flame: FLAME) -> None:
@@ -103,10 +111,11 @@ def test_landmarks_are_on_the_face_and_mirror(flame: FLAME) -> None:
     assert pts[36, 0] < pts[39, 0] < 0 < pts[42, 0] < pts[45, 0]  # image-left eye first, corners in order
 
 
-def _imitate_official_pickle(path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+def _imitate_official_pickle(path: Path, monkeypatch: pytest.MonkeyPatch, lid_slide: bool = True) -> dict:
     """Write the demo head the way the official generic_model.pkl stores FLAME: chumpy arrays,
-    a scipy CSC joint regressor, 300 + 100 blendshapes, Python-2 era protocol 2."""
-    demo = build_demo_head()
+    a scipy CSC joint regressor, 300 + 100 blendshapes, Python-2 era protocol 2. ``lid_slide``:
+    ``build_demo_head``'s (False: the first demo head's blinks)."""
+    demo = build_demo_head(lid_slide)
     chumpy = types.ModuleType("chumpy")
     ch_mod = types.ModuleType("chumpy.ch")
     sparse_mod = types.ModuleType("scipy.sparse.csc")

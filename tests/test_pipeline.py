@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -445,8 +446,40 @@ def test_decoder_precision_and_cuda_graph_option(astronaut: Path, tmp_path: Path
             assert animator.dtype == (torch.float32 if precision == "auto" else torch.bfloat16)  # auto on a CPU: fp32
     diff = np.abs(crops["auto"].astype(int) - crops["bf16"].astype(int))
     assert 0 < diff.max() <= 16 and diff.mean() < 2  # bf16 autocast: close, not equal
-    assert main(["frontalize", "--source", str(astronaut), "--cuda-graph", "-o", str(tmp_path / "f.png")]) == 2
+    assert main(["frontalize", "--source", str(astronaut), "--cuda-graph", "on", "-o", str(tmp_path / "f.png")]) == 2
     assert "CUDA graphs need a CUDA device" in _one_line_error(capsys, "frontalize")
+
+
+def test_cuda_graph_auto_falls_back_to_eager(astronaut: Path, monkeypatch, capsys) -> None:
+    """``cuda_graph="auto"`` (the default) captures on CUDA only, and a failed capture runs eagerly
+    with one line saying why; ``"on"`` raises. The device is faked after encoding (no GPU here)."""
+    from PIL import Image
+
+    import gdpw.pipeline.animator as animator_module
+
+    calls = []
+
+    def failing_capture(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(args)
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(animator_module, "GraphedDecode", failing_capture)
+    image = np.asarray(Image.open(astronaut))
+    with Animator(AnimateConfig(paste_back=False)) as animator:
+        assert animator.cfg.cuda_graph == "auto"
+        source = animator.prepare_source(image)
+        encoded = animator.encode(source)
+        assert animator.capture(encoded) is None and not calls  # CPU: eager, no capture tried
+        animator.device = torch.device("cuda")
+        assert animator.capture(encoded) is None and len(calls) == 1
+        out = capsys.readouterr().out
+        assert "building the CUDA graph" in out
+        assert "capture failed (CUDA error: operation not permitted when stream is capturing); rendering and decoding eagerly" in out
+        animator.cfg = replace(animator.cfg, cuda_graph="on")
+        with pytest.raises(RuntimeError, match="operation not permitted"):
+            animator.capture(encoded)
+        animator.cfg = replace(animator.cfg, cuda_graph="off")
+        assert animator.capture(encoded) is None and len(calls) == 2
 
 
 def test_motion_files(astronaut: Path, driving_video: Path, tmp_path: Path, capsys,
@@ -552,6 +585,35 @@ def test_composite_at_a_finer_resolution() -> None:
     fine = torch.rand(1, 3, 128, 128)
     still = GeneratorOutput({}, {"x1": torch.zeros(2, 2, 32, 32)}, img, img, torch.zeros(2, 1, 32, 32), img)
     assert torch.allclose(composite_at(still, fine, "centers"), fine.expand(2, -1, -1, -1), atol=1e-6)
+
+
+def test_flow_prior_adds_the_displacement_field_to_every_flow() -> None:
+    """``flow_prior``: with the flow heads silent the flows are the displacement field at each level
+    (the source warped exactly as the mesh moves); without it they are zero. Codes-only guidance
+    cannot have it."""
+    from gdpw.common.errors import ConfigError
+    from gdpw.model.config import GeneratorConfig
+    from gdpw.model.generator import Generator
+
+    torch.manual_seed(0)
+    img, disp, codes = torch.rand(2, 3, 32, 32), 0.05 * torch.randn(2, 2, 32, 32), torch.rand(2, 16, 32, 32)
+    for prior in (True, False):
+        cfg = GeneratorConfig(guidance="both", base_chns=4, max_chns=8, num_levels=3, alpha_blend=True,
+                              warp_convention="centers", flow_prior=prior)
+        gen = Generator(cfg).eval()
+        with torch.no_grad():
+            for name, layer in gen.up_layers.items():
+                if name.endswith("_flow"):
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+            out = gen(img, disp, codes, codes)
+        assert set(out.flows) == {"x1", "x2"}
+        for name, flow in out.flows.items():
+            expected = out.mesh_flows[name] if prior else torch.zeros_like(flow)
+            assert torch.allclose(flow, expected, atol=1e-6)
+        assert torch.equal(out.mesh_flows["x1"], disp)
+    with pytest.raises(ConfigError, match="flow_prior needs the displacement field"):
+        GeneratorConfig(guidance="neural_codes", flow_prior=True)
 
 
 def test_detail_keeps_the_photo_sharp(astronaut: Path) -> None:

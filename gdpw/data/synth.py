@@ -4,7 +4,9 @@ Each identity is a demo head with a random shape, a procedural skin texture (ton
 brows, lips, eyes), hair and a clip-wide light; each clip adds a static background and shoulders
 and smooth random trajectories of pose, jaw, gaze and expression, with blinks. Hair and
 shoulders are not part of the FLAME mesh: hair is a shell over the scalp that moves with the head,
-shoulders stay put, so the network has to handle them from context.
+shoulders stay put, so the network has to handle them from context. Opening the jaw opens the
+mouth: the lips' seam stretches, and where it does the dark inside of the mouth and the upper and
+lower teeth show (``mouth_interior``).
 
 Everything is deterministic in ``(seed, identity, clip)``.
 """
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from gdpw.flame import FLAME, FlameParams, FlameSequence, orthographic
 from gdpw.render import rasterize
 from gdpw.render.patterns import vertex_normals
-from gdpw.render.rasterizer import interpolate
+from gdpw.render.rasterizer import Fragments, interpolate
 
 SKIN_TONES = np.array(
     [[0.96, 0.80, 0.69], [0.89, 0.68, 0.55], [0.78, 0.57, 0.44], [0.63, 0.43, 0.31], [0.45, 0.30, 0.21], [0.30, 0.20, 0.14]]
@@ -193,6 +195,46 @@ def _shoulders(rng: np.random.Generator, size: int, cx: float) -> tuple[torch.Te
     return inside.float()[None], colour[:, None, None] * shade[None]
 
 
+MOUTH_COLOUR = torch.tensor([0.22, 0.05, 0.06])
+TEETH_COLOUR = torch.tensor([0.86, 0.83, 0.74])
+
+
+def mouth_seam(flame: FLAME) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mouth's seam: (F,) weight of each face that spans the lips' parting (some corners moved by
+    the jaw, some not, in the front of the face within the mouth's width), and (V,) jaw weight."""
+    v = flame.v_template
+    x, y, z = v[:, 0], v[:, 1], v[:, 2]
+    jaw = flame.lbs_weights[:, 2]
+    width = torch.as_tensor(smoothstep(0.026, 0.016, np.abs(x.numpy()))) * (z > 0) * (y > -0.07) * (y < -0.045)
+    corners_jaw = jaw[flame.faces]
+    spans = (corners_jaw.min(1).values < 0.95) & (corners_jaw.max(1).values > 0.05)
+    return width[flame.faces].mean(1) * spans, jaw
+
+
+def mouth_interior(flame: FLAME, verts_rest: torch.Tensor, verts: torch.Tensor, frags: Fragments, faces: torch.Tensor,
+                   shade: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) opacity and (B, 3, H, W) colour of the open mouth. A seam face stretched to over
+    1.5x its rest area opens (fully at 3x); across the opening, the jaw weight interpolated over the
+    face tells upper teeth (top quarter) from lower teeth (bottom fifth) from the dark inside."""
+    seam, jaw = mouth_seam(flame)
+
+    def area(vs: torch.Tensor) -> torch.Tensor:
+        tri = vs[..., flame.faces, :]
+        return torch.linalg.cross(tri[..., 1, :] - tri[..., 0, :], tri[..., 2, :] - tri[..., 0, :]).norm(dim=-1)
+
+    stretch = area(verts) / area(verts_rest).clamp_min(1e-12)
+    opening = seam * ((stretch - 1.5) / 1.5).clamp(0, 1)  # (B, F)
+    face = frags.face_map()  # (B, H, W) over ``faces`` (the FLAME faces first)
+    own = (face >= 0) & (face < len(flame.faces))
+    alpha = torch.where(own, opening.gather(1, face.clamp(0, len(flame.faces) - 1).flatten(1)).view_as(face), 0.0)
+    jaw_all = torch.zeros(faces.max() + 1)
+    jaw_all[: flame.num_verts] = jaw
+    w = interpolate(jaw_all[:, None], faces, frags)  # (B, 1, H, W)
+    teeth = ((w < 0.25) | (w > 0.8)).float()
+    colour = (teeth * TEETH_COLOUR[:, None, None] + (1 - teeth) * MOUTH_COLOUR[:, None, None]) * shade
+    return alpha.unsqueeze(1), colour
+
+
 def hair_shell(flame: FLAME, ident: Identity) -> tuple[torch.Tensor, torch.Tensor]:
     """Faces of the scalp that carry hair, and the ids of the vertices they use."""
     w = torch.as_tensor(ident.hair_weight)
@@ -233,6 +275,9 @@ def render_clip(flame: FLAME, cfg: SynthConfig, identity: int, clip: int,
         colour = albedo * shade.unsqueeze(-1)
         frags = rasterize(all_img, faces, (big, big), cull="before")
         fg = interpolate(colour, faces, frags)
+        rest = flame(FlameParams(shape=torch.as_tensor(ident.shape).float()[None])).vertices
+        open_alpha, open_colour = mouth_interior(flame, rest, verts_world, frags, faces, interpolate(shade[..., None], faces, frags))
+        fg = fg * (1 - open_alpha) + open_colour * open_alpha
         mask = frags.mask()
         scene = background * (1 - sh_mask) + sh_colour * sh_mask
         img = scene * (1 - mask) + fg

@@ -31,6 +31,9 @@ class GeneratorConfig:
     embed_dim: int = 16
     num_verts: int = 5023
     alpha_blend: bool = False
+    # gdpw's option (the released network has it off): every predicted flow is a correction added to
+    # the displacement field at its level, so the face follows the mesh from the first step
+    flow_prior: bool = False
     spectral_norm: bool = True
     # "official" reproduces the released weights; "centers" is the corrected, consistent convention
     # (see gdpw.model.warp).
@@ -40,6 +43,8 @@ class GeneratorConfig:
         validate(self)
         if self.num_levels < 2:
             raise ConfigError(f"num_levels must be at least 2, got {self.num_levels}")
+        if self.flow_prior and not self.uses_geom_disp:
+            raise ConfigError(f"flow_prior needs the displacement field as guidance (geom_disp or both), not {self.guidance!r}")
 
     @property
     def uses_codes(self) -> bool:

@@ -172,6 +172,8 @@ class Generator(nn.Module):
             out = self.up_layers[f"{name}_spade"](out, mods[name])
             flow_px = F.interpolate(self.up_layers[f"{name}_flow"](out), scale_factor=2.0, mode="bilinear")
             flow = pixels_to_ndc_flow(flow_px, conv)
+            if cfg.flow_prior:  # a correction to the mesh's own displacement at the next level
+                flow = flow + mesh_flows[level(s // 2)]
             out = self.up_layers[f"{name}_up"](out)
 
         assert flow is not None

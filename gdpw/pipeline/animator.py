@@ -30,6 +30,8 @@ from gdpw.model.checkpoint import Checkpoint, load_checkpoint
 from gdpw.model.fold import CPU_MAX_CONV_BYTES, fold_for_inference
 from gdpw.model.generator import GeneratorOutput, composite_at
 
+from .graphed import GraphedDecode
+
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
 
@@ -46,7 +48,7 @@ class AnimateConfig:
     paste_back: bool = True  # put the result back into the full source frame (else the crop alone)
     antialias: bool | None = None  # antialiased guidance maps; default: as the checkpoint was trained
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the decoder's autocast; auto: fp16 on CUDA, fp32 on the CPU
-    cuda_graph: bool = False  # CUDA: render + decode each batch as one captured graph (experimental)
+    cuda_graph: Literal["auto", "on", "off"] = "auto"  # render + decode each batch as one captured CUDA graph; auto: on CUDA, falling back to eager if the capture fails
     detail: int = 1024  # alpha-blending checkpoints (the demo generator): warp the source crop at twice its size in the photo, up to this many pixels, not the network's size (0: off)
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
@@ -123,7 +125,7 @@ class Animator:
         cuda = self.device.type == "cuda"
         precision = ("fp16" if cuda else "fp32") if cfg.precision == "auto" else cfg.precision
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-        if cfg.cuda_graph and not cuda:
+        if cfg.cuda_graph == "on" and not cuda:
             raise ConfigError("CUDA graphs need a CUDA device")
         self.timings = StageTimes(sync=torch.cuda.synchronize if cuda else None)  # GPU stages timed to completion
         self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings, default_recipe=self.checkpoint.recipe,
@@ -204,20 +206,32 @@ class Animator:
         """``generate``, a batch of crops at a time (the source encoded once)."""
         encoded = self.encode(source)
         batches = self._batches(len(target))
-        if not self.cfg.cuda_graph:
+        graphed = self.capture(encoded)
+        if graphed is None:
             for idx in batches:
                 yield self.decode(encoded, target, idx)
             return
-        from .graphed import GraphedDecode
-
-        print("building the CUDA graph of render + decode (once per video) ...", flush=True)
-        with self.timings.stage("capture"):
-            graphed = GraphedDecode(encoded.guided, encoded.encoding, encoded.verts, self.cfg.batch_size, self._autocast())
         for idx in batches:
             with self.timings.stage("render"):
                 verts_d = target.image_vertices(self.flame, idx)
             with self.timings.stage("generate"), torch.no_grad():
                 yield self._image(encoded, graphed(verts_d))
+
+    def capture(self, encoded: EncodedSource) -> GraphedDecode | None:
+        """Render + decode for this source captured as one CUDA graph, or None to run them eagerly:
+        on the CPU, with ``cuda_graph="off"``, or when the capture fails under ``"auto"`` (one line
+        says why; ``"on"`` raises instead)."""
+        if self.cfg.cuda_graph == "off" or self.device.type != "cuda":
+            return None
+        print("building the CUDA graph of render + decode (once per video; --cuda-graph off skips it) ...", flush=True)
+        try:
+            with self.timings.stage("capture"):
+                return GraphedDecode(encoded.guided, encoded.encoding, encoded.verts, self.cfg.batch_size, self._autocast())
+        except RuntimeError as err:
+            if self.cfg.cuda_graph == "on":
+                raise
+            print(f"the CUDA graph capture failed ({str(err).splitlines()[0]}); rendering and decoding eagerly", flush=True)
+            return None
 
     def generate_video(self, sources: Sequence[Source], target: FlameSequence) -> np.ndarray:
         """Video-to-video: crop t generated from ``sources[t]`` (a source video's frame t) and frame t

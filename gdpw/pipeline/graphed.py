@@ -1,10 +1,12 @@
-"""Render + decode of a batch of driving frames captured once as a CUDA graph, replayed per batch.
+"""Render + decode of a batch of driving frames captured once as a CUDA graph, replayed per batch
+(``Animator`` uses it on CUDA by default: ``AnimateConfig.cuda_graph``).
 
 The guidance is rendered with the static rasteriser (``gdpw.render.rasterizer``: fixed shapes, no
 host synchronisation), so the whole step is one graph: a replay launches it at the cost of a
 single call. Shapes are fixed at capture: a shorter batch is padded with its last frame. The
 rasteriser reports a candidate buffer too small for the mesh; that batch is then redone eagerly.
-CUDA only; experimental (no GPU was at hand when it was written: see the session notes).
+CUDA only. Not yet run on a GPU (none was lent when it was written): under ``cuda_graph="auto"`` a
+failed capture falls back to the eager path.
 """
 
 from __future__ import annotations
