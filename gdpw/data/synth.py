@@ -227,7 +227,7 @@ def mouth_interior(flame: FLAME, verts_rest: torch.Tensor, verts: torch.Tensor, 
     face = frags.face_map()  # (B, H, W) over ``faces`` (the FLAME faces first)
     own = (face >= 0) & (face < len(flame.faces))
     alpha = torch.where(own, opening.gather(1, face.clamp(0, len(flame.faces) - 1).flatten(1)).view_as(face), 0.0)
-    jaw_all = torch.zeros(faces.max() + 1)
+    jaw_all = torch.zeros(int(faces.max()) + 1)
     jaw_all[: flame.num_verts] = jaw
     w = interpolate(jaw_all[:, None], faces, frags)  # (B, 1, H, W)
     teeth = ((w < 0.25) | (w > 0.8)).float()
