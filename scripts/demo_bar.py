@@ -5,7 +5,7 @@ pairs, as in `gdpw evaluate`) for the model, the unwarped source and the source 
 rendered displacement field alone, and exits non-zero unless the model wins on both figures
 against both baselines.
 
-    python scripts/demo_bar.py [--checkpoint gdpw/assets/demo_generator.pt] [--data data/synth] [--pairs 256]
+    python scripts/demo_bar.py [--checkpoint gdpw/assets/demo_generator.pt] [--data data/synth128] [--pairs 256]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from gdpw.model.checkpoint import load_checkpoint
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default="gdpw/assets/demo_generator.pt")
-    p.add_argument("--data", default="data/synth", help="a gdpw dataset with a 'test' split")
+    p.add_argument("--data", default="data/synth128", help="a gdpw dataset with a 'test' split")
     p.add_argument("--pairs", type=int, default=256)
     args = p.parse_args()
     faces = FLAME().faces

@@ -81,6 +81,16 @@ def test_synth_mouth_opens_with_the_jaw(flame: FLAME) -> None:
     assert counts[2][1] > 5  # teeth show
 
 
+def test_synth_gaze_amplitude_scales_the_eye_rotation(flame: FLAME) -> None:
+    from dataclasses import replace
+
+    from gdpw.data.synth import make_motion
+
+    eyes = {g: make_motion(flame, replace(TINY, gaze=g), 1, 0)[0]["eye_pose"] for g in (0.0, 0.15, 0.3)}
+    assert np.abs(eyes[0.0]).max() == 0 and np.abs(eyes[0.15]).max() > 0.01
+    np.testing.assert_allclose(eyes[0.3], 2 * eyes[0.15])
+
+
 def test_dataset_roundtrip_and_splits(tiny_dataset: Path) -> None:
     index, clips = read_index(tiny_dataset)
     assert index["image_size"] == 32 and len(clips) == 8

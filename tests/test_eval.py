@@ -98,8 +98,11 @@ def test_apd_measures_a_known_head_turn(face_metrics) -> None:  # type: ignore[n
 def test_evaluate_command_on_a_tiny_split(tmp_path: Path, capsys) -> None:
     from gdpw.cli.main import main
     from gdpw.data import SynthConfig, write_synth_dataset
+    from gdpw.model.checkpoint import load_checkpoint
+    from gdpw.pipeline.animator import DEMO_CHECKPOINT
 
-    write_synth_dataset(tmp_path / "d", SynthConfig(num_identities=3, clips_per_identity=1, frames_per_clip=7, size=64,
+    size = load_checkpoint(DEMO_CHECKPOINT).image_size  # the demo generator's crops
+    write_synth_dataset(tmp_path / "d", SynthConfig(num_identities=3, clips_per_identity=1, frames_per_clip=7, size=size,
                                                     heldout_identities=2, seed=4), progress=False)
     assert main(["evaluate", "--data", str(tmp_path / "d"), "--max-pairs", "4", "--no-face-metrics", "-o", str(tmp_path / "r")]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
@@ -112,7 +115,7 @@ def test_evaluate_command_on_a_tiny_split(tmp_path: Path, capsys) -> None:
                                                       heldout_identities=2, seed=4), progress=False)
     capsys.readouterr()
     assert main(["evaluate", "--data", str(tmp_path / "d32"), "--no-face-metrics"]) == 2
-    assert "trained on 64-pixel crops" in capsys.readouterr().err
+    assert f"trained on {size}-pixel crops" in capsys.readouterr().err
 
 
 def test_flame_without_embedding_reports_aed_apd_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,7 +87,7 @@ def test_python_api_relative_motion_keeps_the_source_for_a_still_driver(astronau
     try:
         img = data.astronaut()
         result = animator.animate(img, [img, img], fps=25)
-        assert result.crops.shape == (2, 64, 64, 3)
+        assert result.crops.shape == (2, animator.size, animator.size, 3)
         src = animator.prepare_source(img)
         target = transfer_motion(src.fit, src.fit.repeat(2), "relative")
         assert torch.allclose(target.global_pose, src.fit.global_pose.expand(2, 3), atol=1e-5)
@@ -445,7 +445,8 @@ def test_decoder_precision_and_cuda_graph_option(astronaut: Path, tmp_path: Path
             crops[precision] = animator.generate(source, source.fit.repeat(2))
             assert animator.dtype == (torch.float32 if precision == "auto" else torch.bfloat16)  # auto on a CPU: fp32
     diff = np.abs(crops["auto"].astype(int) - crops["bf16"].astype(int))
-    assert 0 < diff.max() <= 16 and diff.mean() < 2  # bf16 autocast: close, not equal
+    print(f"bf16 against fp32: max {diff.max()}, mean {diff.mean():.3f} (uint8 levels)")
+    assert 0 < diff.max() <= 32 and diff.mean() < 1  # bf16 autocast: close, not equal
     assert main(["frontalize", "--source", str(astronaut), "--cuda-graph", "on", "-o", str(tmp_path / "f.png")]) == 2
     assert "CUDA graphs need a CUDA device" in _one_line_error(capsys, "frontalize")
 
@@ -617,8 +618,8 @@ def test_flow_prior_adds_the_displacement_field_to_every_flow() -> None:
 
 
 def test_detail_keeps_the_photo_sharp(astronaut: Path) -> None:
-    """The demo generator (64 px, alpha blending) on a 512-px photo: with ``detail`` the face crop
-    comes back at twice the photo's resolution (up to the cap) and sharper than the network's 64
+    """The demo generator (128 px, alpha blending) on a 512-px photo: with ``detail`` the face crop
+    comes back at twice the photo's resolution (up to the cap) and sharper than the network's own
     pixels upscaled."""
     from PIL import Image
 
@@ -628,13 +629,14 @@ def test_detail_keeps_the_photo_sharp(astronaut: Path) -> None:
         with Animator(AnimateConfig(detail=detail)) as animator:
             source = animator.prepare_source(image)
             crops[detail] = animator.animate_fit(source, source.fit).crops[0]
+            size = animator.size
     side = round(2 * source.box.size)  # twice the face's box in the photo
-    assert crops[0].shape == (64, 64, 3) and crops[512].shape[0] == min(512, side) and crops[4096].shape[0] == side
+    assert crops[0].shape == (size, size, 3) and crops[512].shape[0] == min(512, side) and crops[4096].shape[0] == side
 
-    def laplacian_var(c: np.ndarray) -> float:
-        g = np.asarray(Image.fromarray(c).convert("L").resize((128, 128), Image.BILINEAR), float)
+    def laplacian_var(c: np.ndarray) -> float:  # at twice the network's size: detail beyond its pixels
+        g = np.asarray(Image.fromarray(c).convert("L").resize((2 * size, 2 * size), Image.BILINEAR), float)
         return float((g[1:-1, 2:] + g[1:-1, :-2] + g[2:, 1:-1] + g[:-2, 1:-1] - 4 * g[1:-1, 1:-1]).var())
 
-    print(f"sharpness (Laplacian variance at 128 px): {laplacian_var(crops[0]):.1f} without detail, "
+    print(f"sharpness (Laplacian variance at {2 * size} px): {laplacian_var(crops[0]):.1f} without detail, "
           f"{laplacian_var(crops[512]):.1f} with")
     assert laplacian_var(crops[512]) > 2 * laplacian_var(crops[0])

@@ -58,6 +58,9 @@ def test_shipped_configs_parse() -> None:
     assert paper.generator.base_chns == 64 and paper.loss.gan_mode == "lsgan"
     demo = TrainConfig.from_yaml(REPO / "configs" / "demo_cpu.yaml", ["steps=7", "data.roots=[x]"])
     assert demo.steps == 7 and demo.data.roots == ("x",)
+    stage2 = TrainConfig.from_yaml(REPO / "configs" / "demo_cpu128.yaml")
+    assert stage2.image_size == 128 and stage2.init == "runs/demo_cpu/checkpoints/last.pt"
+    assert stage2.generator == demo.generator
     with pytest.raises(ValueError, match="unknown config keys"):
         TrainConfig.from_dict({"generator": {"width": 3}})
 
@@ -109,6 +112,27 @@ def test_training_reduces_the_loss_and_writes_artifacts(tiny_data: Path, tmp_pat
 
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert ckpt.global_step == 12 and ckpt.generator_config.guidance == "both"
+
+
+def test_init_starts_a_run_at_another_size_from_a_checkpoints_weights(tiny_data: Path, tmp_path: Path) -> None:
+    from gdpw.common.errors import CheckpointError
+
+    first = Trainer(tiny_config(tiny_data, tmp_path / "a", steps=2, checkpoint_every=2), resume=False)
+    first.run(progress=False)
+    ckpt = tmp_path / "a" / "checkpoints" / "last.pt"
+    data64 = tmp_path / "data64"
+    write_synth_dataset(data64, SynthConfig(num_identities=2, clips_per_identity=1, frames_per_clip=3, size=64,
+                                            heldout_identities=1, seed=3), progress=False)
+    second = Trainer(tiny_config(data64, tmp_path / "b", image_size=64, init=str(ckpt), steps=1))
+    assert second.step == 0 and second.image_size == 64 and not second.opt_g.state
+    for net_a, net_b in ((first.gen, second.gen), (first.disc, second.disc)):
+        for (key, a), b in zip(net_a.state_dict().items(), net_b.state_dict().values(), strict=True):
+            assert torch.equal(a, b), key
+    second.run(progress=False)
+    assert second.step == 1 and torch.isfinite(torch.tensor(losses_by_step(tmp_path / "b")[1]))
+    wider = {"guidance": "both", "base_chns": 16, "num_levels": 4, "max_chns": 32, "warp_convention": "centers"}
+    with pytest.raises(CheckpointError, match="generator: key"):
+        Trainer(tiny_config(data64, tmp_path / "c", image_size=64, init=str(ckpt), generator=wider))
 
 
 def test_resume_after_kill_continues_with_the_same_losses(tiny_data: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from gdpw.eval.protocol import EvalConfig
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="FID, CSIM, AKD, AED, APD, L1, PSNR, SSIM on a test split",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
-  gdpw evaluate --data data/synth                               # the shipped demo checkpoint
+  gdpw evaluate --data data/synth128                            # the shipped demo checkpoint (128 px)
   gdpw evaluate --data data/synth --checkpoint a.pt --checkpoint b.pt --name A --name B -o docs/eval
   gdpw evaluate --data data/vox_gdpw --checkpoint released.pth --fid-weights pt_inception-2015-12-05-6726825d.pth""")
     p.add_argument("--data", required=True, help="gdpw dataset folder with a 'test' split and FLAME parameters")

@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels")
     p.add_argument("--heldout", type=int, default=d.heldout_identities, help="identities in the 'test' split")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--gaze", type=float, default=d.gaze, help="amplitude of the eyes' rotation in radians")
     p.set_defaults(func=run)
 
 
@@ -33,6 +34,6 @@ def run(args: argparse.Namespace) -> None:
     if args.heldout >= args.identities:
         raise UsageError(f"--heldout ({args.heldout}) must be smaller than --identities ({args.identities})")
     cfg = SynthConfig(num_identities=args.identities, clips_per_identity=args.clips, frames_per_clip=args.frames,
-                      size=args.size, heldout_identities=args.heldout, seed=args.seed)
+                      size=args.size, heldout_identities=args.heldout, seed=args.seed, gaze=args.gaze)
     clips = write_synth_dataset(args.output, cfg)
     print(f"wrote {len(clips)} clips ({sum(c.frames for c in clips)} frames) to {args.output}")

@@ -44,6 +44,7 @@ class SynthConfig:
     fps: float = 10.0
     heldout_identities: int = 8  # the last identities form the 'test' split
     seed: int = 0
+    gaze: float = 0.15  # amplitude of the eyes' rotation (rad); real drivers mostly look at the camera
 
 
 @dataclass
@@ -111,7 +112,8 @@ def make_identity(flame: FLAME, cfg: SynthConfig, index: int) -> Identity:
         ids = np.nonzero(flame.lbs_weights[:, j].numpy() > 0.5)[0]
         d = v[ids] - joints[j]
         ang = np.arccos(np.clip(d[:, 2] / np.linalg.norm(d, axis=1), -1, 1))
-        col = np.where(ang[:, None] < 0.3, 0.03, np.where(ang[:, None] < 0.6, iris, 0.92))
+        limbus = np.clip((ang[:, None] - 0.45) / 0.15, 0, 1)  # the iris darkens towards its rim
+        col = np.where(ang[:, None] < 0.3, 0.03, np.where(ang[:, None] < 0.6, iris * (1 - 0.5 * limbus), 0.92))
         albedo[ids] = col
     hairline = rng.uniform(0.045, 0.075)
     back = smoothstep(0.01, -0.03, z) * smoothstep(-0.07, -0.03, y)
@@ -139,7 +141,7 @@ def make_motion(flame: FLAME, cfg: SynthConfig, identity: int, clip: int) -> tup
     neck_pose = smooth_trajectory(rng, t, 3, 0.08, 1.0)
     jaw = np.zeros((n, 3))
     jaw[:, 0] = 0.3 * np.clip(smooth_trajectory(rng, t, 1, 1.0, 2.0)[:, 0], 0, None)
-    eye = np.repeat(smooth_trajectory(rng, t, 2, 0.3, 1.5), 2, axis=1)[:, [0, 1, 2, 3]]
+    eye = np.repeat(smooth_trajectory(rng, t, 2, cfg.gaze, 1.5), 2, axis=1)[:, [0, 1, 2, 3]]
     eye_pose = np.zeros((n, 6))
     eye_pose[:, [0, 1, 3, 4]] = eye
     expression = np.clip(smooth_trajectory(rng, t, flame.n_expression, 1.2, 1.5) + 0.2, -0.3, 1.5)

@@ -58,6 +58,7 @@ class TrainConfig:
     batch_size: int = 8
     image_size: int | None = None  # crop size; None: the dataset's (checked against it when given)
     seed: int = 0
+    init: str | None = None  # a checkpoint whose network weights start a new run (e.g. a lower-resolution one); fresh optimisers
     flame: str | None = None  # FLAME generic_model.pkl; None uses the demo head
     antialias: bool = False  # antialiased guidance maps (the official renderer's; the released models' input)
     engine: Literal["torch", "accelerate"] = "torch"  # accelerate: multi-GPU / multi-node through HF Accelerate

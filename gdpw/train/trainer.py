@@ -26,7 +26,7 @@ from gdpw.common.errors import ConfigError, DatasetError
 from gdpw.data import GdpwClipSource, OfficialClipSource, PairDataset, PairSamplerConfig, mirror_map
 from gdpw.flame import FLAME
 from gdpw.model import Generator, GuidedGenerator, MultiScaleDiscriminator
-from gdpw.model.checkpoint import Checkpoint, save_checkpoint
+from gdpw.model.checkpoint import Checkpoint, check_state_dict, load_checkpoint, save_checkpoint
 from gdpw.render.visualize import save_png
 
 from .config import TrainConfig
@@ -125,6 +125,8 @@ class Trainer:
         self.guided = GuidedGenerator(self.gen, self.flame.faces.to(self.device), antialias=cfg.antialias)
         if resume and self.ckpt_path.exists():
             self.load(self.ckpt_path)
+        elif cfg.init is not None:
+            self.init_from(cfg.init)
 
     # -- setup -------------------------------------------------------------------------------
     def _make_accelerator(self) -> Any:
@@ -333,6 +335,16 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
         save_checkpoint(self.checkpoint(), self.ckpt_path, extra={"train_state": state})
+
+    def init_from(self, path: str) -> None:
+        """Start from another run's (or an exported) checkpoint's weights: step 0, fresh optimisers.
+        The networks are convolutional, so weights trained at one image size start a run at another."""
+        ckpt = load_checkpoint(path)
+        check_state_dict(_unwrap(self.gen), ckpt.generator, f"{path}: generator")
+        _unwrap(self.gen).load_state_dict(ckpt.generator)
+        if self.disc is not None and ckpt.discriminator is not None:
+            check_state_dict(_unwrap(self.disc), ckpt.discriminator, f"{path}: discriminator")
+            _unwrap(self.disc).load_state_dict(ckpt.discriminator)
 
     def load(self, path: Path) -> None:
         raw = torch.load(path, map_location="cpu", weights_only=True)
