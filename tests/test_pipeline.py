@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gdpw.cli.main import main
 from gdpw.data.synth import SynthConfig, head_turn, render_clip
@@ -571,7 +572,8 @@ def test_web_ui_animates_from_a_motion_file(astronaut: Path, driving_video: Path
 
 def test_composite_at_a_finer_resolution() -> None:
     """At the network's own resolution it is the network's alpha-blended output; with a zero flow
-    and alpha 0 it returns a finer source untouched (the centres convention's identity warp)."""
+    and alpha 0 it returns a finer source untouched (the centres convention's identity warp); where
+    alpha is 1 the detail transfer adds the finer source's detail to the network's pixels."""
     from gdpw.model.config import GeneratorConfig
     from gdpw.model.generator import Generator, GeneratorOutput, composite_at
 
@@ -586,6 +588,14 @@ def test_composite_at_a_finer_resolution() -> None:
     fine = torch.rand(1, 3, 128, 128)
     still = GeneratorOutput({}, {"x1": torch.zeros(2, 2, 32, 32)}, img, img, torch.zeros(2, 1, 32, 32), img)
     assert torch.allclose(composite_at(still, fine, "centers"), fine.expand(2, -1, -1, -1), atol=1e-6)
+    # alpha 1 and a network that paints the fine source at its own size: the detail transfer gives
+    # back the fine source; without it, the network's 32 pixels upsampled
+    painted = F.interpolate(fine, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    opaque = GeneratorOutput({}, {"x1": torch.zeros(1, 2, 32, 32)}, painted, painted, torch.ones(1, 1, 32, 32), painted)
+    assert torch.allclose(composite_at(opaque, fine, "centers", transfer=1.0), fine, atol=1e-5)
+    blurred = composite_at(opaque, fine, "centers", transfer=0.0)
+    assert torch.allclose(blurred, F.interpolate(painted, size=(128, 128), mode="bilinear", align_corners=False))
+    assert (blurred - fine).abs().mean() > 0.05
 
 
 def test_flow_prior_adds_the_displacement_field_to_every_flow() -> None:

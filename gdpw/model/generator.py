@@ -50,11 +50,15 @@ class SourceEncoding:
     skips: dict[str, torch.Tensor]  # skip branch (shortcut layer output) per finer level
 
 
-def composite_at(out: GeneratorOutput, source: torch.Tensor, convention: WarpConvention = "official") -> torch.Tensor:
+def composite_at(out: GeneratorOutput, source: torch.Tensor, convention: WarpConvention = "official",
+                 transfer: float = 1.0) -> torch.Tensor:
     """An alpha-blending generator's result at the resolution of ``source`` (B or 1, 3, R, R), the
     source crop sampled finer than the network saw it: the generated image, alpha and final flow
     upsampled to R, the source warped at its own resolution. Where alpha is low (the warped source
-    shows) the result keeps the photo's detail instead of the network's resolution."""
+    shows) the result keeps the photo's detail instead of the network's resolution; where it is high
+    ``transfer`` times the warped source's detail finer than the network's pixels (the warped source
+    minus itself resampled through the network's size) is added to the generated image, so a painted
+    region keeps the photo's texture (0: the generated image alone)."""
     size = source.shape[-2:]
 
     def up(t: torch.Tensor) -> torch.Tensor:
@@ -62,7 +66,12 @@ def composite_at(out: GeneratorOutput, source: torch.Tensor, convention: WarpCon
 
     alpha = up(out.alpha)
     source = source.expand(alpha.shape[0], -1, -1, -1).float()
-    return up(out.out_img) * alpha + backward_warp(source, up(out.flows["x1"]), convention) * (1 - alpha)
+    warped = backward_warp(source, up(out.flows["x1"]), convention)
+    result = up(out.out_img) * alpha + warped * (1 - alpha)
+    if transfer == 0 or size == out.out_img.shape[-2:]:
+        return result
+    coarse = up(F.interpolate(warped, size=out.out_img.shape[-2:], mode="bilinear", align_corners=False, antialias=True))
+    return result + transfer * alpha * (warped - coarse)
 
 
 def level(stride: int) -> str:

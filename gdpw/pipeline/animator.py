@@ -50,6 +50,7 @@ class AnimateConfig:
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the decoder's autocast; auto: fp16 on CUDA, fp32 on the CPU
     cuda_graph: Literal["auto", "on", "off"] = "auto"  # render + decode each batch as one captured CUDA graph; auto: on CUDA, falling back to eager if the capture fails
     detail: int = 1024  # alpha-blending checkpoints (the demo generator): warp the source crop at twice its size in the photo, up to this many pixels, not the network's size (0: off)
+    detail_transfer: float = 1.0  # with detail: add the warped source's detail finer than the network's pixels where the network paints (0: off)
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
 
@@ -70,6 +71,7 @@ class EncodedSource:
     verts: torch.Tensor  # (1 or B, V, 3) the source meshes in image space
     encoding: SourceEncoding
     detail: torch.Tensor | None = None  # (1 or B, 3, R, R) the source crops at the photo's resolution (``composite_at``)
+    transfer: float = 0.0  # ``composite_at``'s detail transfer
 
 
 @dataclass
@@ -177,7 +179,7 @@ class Animator:
         detail = None
         if self.checkpoint.generator_config.alpha_blend and side > self.size:
             detail = torch.stack([to_tensor(crop(s.image, s.box, side)) for s in sources]).to(self.device)
-        return EncodedSource(guided, verts_s, encoding, detail)
+        return EncodedSource(guided, verts_s, encoding, detail, self.cfg.detail_transfer)
 
     @torch.no_grad()
     def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
@@ -193,7 +195,7 @@ class Animator:
         """The decoder's output as uint8 crops: its image, or composited at the detail resolution."""
         if encoded.detail is None:
             return to_uint8(out.rec_img_d.float())
-        return to_uint8(composite_at(out, encoded.detail, encoded.guided.cfg.warp_convention))
+        return to_uint8(composite_at(out, encoded.detail, encoded.guided.cfg.warp_convention, encoded.transfer))
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
