@@ -69,16 +69,14 @@ class Checkpoint:
 
     def build_generator(self) -> Generator:
         net = Generator(self.generator_config)
-        check_state_dict(net, self.generator, "generator")
-        net.load_state_dict(self.generator)
+        load_state(net, self.generator, "generator")
         return net.eval()
 
     def build_discriminator(self) -> MultiScaleDiscriminator:
         if self.discriminator_config is None or self.discriminator is None:
             raise CheckpointError("this checkpoint holds no discriminator")
         net = MultiScaleDiscriminator(self.discriminator_config)
-        check_state_dict(net, self.discriminator, "discriminator")
-        net.load_state_dict(self.discriminator)
+        load_state(net, self.discriminator, "discriminator")
         return net.eval()
 
 
@@ -101,6 +99,12 @@ def check_state_dict(net: nn.Module, state: Mapping[str, Any], what: str) -> Non
     for key in state:
         if key not in expected:
             raise CheckpointError(f"{what}: unexpected key {key!r}")
+
+
+def load_state(net: nn.Module, state: Mapping[str, Any], what: str) -> None:
+    """``net.load_state_dict(state)`` after ``check_state_dict`` (a ``CheckpointError`` naming the first bad key)."""
+    check_state_dict(net, state, what)
+    net.load_state_dict(state)
 
 
 def _levels(state: Mapping[str, Any], pattern: str) -> list[int]:

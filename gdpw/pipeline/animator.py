@@ -71,7 +71,6 @@ class EncodedSource:
     verts: torch.Tensor  # (1 or B, V, 3) the source meshes in image space
     encoding: SourceEncoding
     detail: torch.Tensor | None = None  # (1 or B, 3, R, R) the source crops at the photo's resolution (``composite_at``)
-    transfer: float = 0.0  # ``composite_at``'s detail transfer
 
 
 @dataclass
@@ -179,7 +178,7 @@ class Animator:
         detail = None
         if self.checkpoint.generator_config.alpha_blend and side > self.size:
             detail = torch.stack([to_tensor(crop(s.image, s.box, side)) for s in sources]).to(self.device)
-        return EncodedSource(guided, verts_s, encoding, detail, self.cfg.detail_transfer)
+        return EncodedSource(guided, verts_s, encoding, detail)
 
     @torch.no_grad()
     def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
@@ -190,12 +189,11 @@ class Animator:
         with self.timings.stage("generate"), self._autocast():
             return self._image(encoded, encoded.guided.network.decode(encoded.encoding, maps.geom_disp, maps.codes_d))
 
-    @staticmethod
-    def _image(encoded: EncodedSource, out: GeneratorOutput) -> np.ndarray:
+    def _image(self, encoded: EncodedSource, out: GeneratorOutput) -> np.ndarray:
         """The decoder's output as uint8 crops: its image, or composited at the detail resolution."""
         if encoded.detail is None:
             return to_uint8(out.rec_img_d.float())
-        return to_uint8(composite_at(out, encoded.detail, encoded.guided.cfg.warp_convention, encoded.transfer))
+        return to_uint8(composite_at(out, encoded.detail, encoded.guided.cfg.warp_convention, self.cfg.detail_transfer))
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)

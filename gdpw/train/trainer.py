@@ -26,7 +26,7 @@ from gdpw.common.errors import ConfigError, DatasetError
 from gdpw.data import GdpwClipSource, OfficialClipSource, PairDataset, PairSamplerConfig, mirror_map
 from gdpw.flame import FLAME
 from gdpw.model import Generator, GuidedGenerator, MultiScaleDiscriminator
-from gdpw.model.checkpoint import Checkpoint, check_state_dict, load_checkpoint, save_checkpoint
+from gdpw.model.checkpoint import Checkpoint, load_checkpoint, load_state, save_checkpoint
 from gdpw.render.visualize import save_png
 
 from .config import TrainConfig
@@ -340,11 +340,9 @@ class Trainer:
         """Start from another run's (or an exported) checkpoint's weights: step 0, fresh optimisers.
         The networks are convolutional, so weights trained at one image size start a run at another."""
         ckpt = load_checkpoint(path)
-        check_state_dict(_unwrap(self.gen), ckpt.generator, f"{path}: generator")
-        _unwrap(self.gen).load_state_dict(ckpt.generator)
+        load_state(_unwrap(self.gen), ckpt.generator, f"{path}: generator")
         if self.disc is not None and ckpt.discriminator is not None:
-            check_state_dict(_unwrap(self.disc), ckpt.discriminator, f"{path}: discriminator")
-            _unwrap(self.disc).load_state_dict(ckpt.discriminator)
+            load_state(_unwrap(self.disc), ckpt.discriminator, f"{path}: discriminator")
 
     def load(self, path: Path) -> None:
         raw = torch.load(path, map_location="cpu", weights_only=True)
