@@ -14,7 +14,8 @@ driving frame and every result frame, and three figures are printed side by side
 
 Frames where either face is not found are left out (their share is printed).
 
-    python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [--live] [--blendshape-map F] [-o docs/real_follow.md]
+    python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [--live] [--blendshape-map F]
+        [--set track.fit.eyelid_weight=4 ...] [-o docs/real_follow.md]
 
 ``--live`` animates as ``gdpw live`` does (each frame tracked causally as it comes, none dropped).
 """
@@ -22,6 +23,7 @@ Frames where either face is not found are left out (their share is printed).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -79,6 +81,26 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def override(cfg, settings: list[str]):  # type: ignore[no-untyped-def]
+    """``cfg`` with dotted ``key=value`` settings applied (values parsed as JSON, else strings)."""
+    from gdpw.common.config import from_dict, to_dict
+
+    data = to_dict(cfg)
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node[part]
+        try:
+            node[last] = json.loads(text)
+        except json.JSONDecodeError:
+            node[last] = text
+    return from_dict(type(cfg), data)
+
+
 def measure(animator, detector, portrait: Path, clip: Path, max_frames: int | None,  # type: ignore[no-untyped-def]
             live: bool = False) -> dict[str, float]:
     from gdpw.data.video import read_image, read_video
@@ -117,6 +139,8 @@ def main() -> None:
     p.add_argument("--blendshape-map", help="HeadConfig.blendshape_map: MediaPipe's blendshapes as expression observations "
                    "(the demo head's: gdpw/assets/demo_blendshapes.npz)")
     p.add_argument("--live", action="store_true", help="the live pipeline (gdpw live): causal tracking frame by frame")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an AnimateConfig field by its dotted path, e.g. track.fit.eyelid_weight=4 (repeatable)")
     p.add_argument("-o", "--output", help="also write the table to this markdown file")
     args = p.parse_args()
     from gdpw.fit import MediaPipeDetector
@@ -132,6 +156,7 @@ def main() -> None:
     cfg = AnimateConfig(checkpoint=args.checkpoint)
     cfg = cfg if args.detail is None else replace(cfg, detail=args.detail)
     cfg = cfg if args.blendshape_map is None else replace(cfg, head=replace(cfg.head, blendshape_map=args.blendshape_map))
+    cfg = override(cfg, args.set)
     with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for portrait in portraits:
             for clip in clips:

@@ -99,6 +99,9 @@ def test_blink_closes_the_lid_over_the_eye(flame: FLAME) -> None:
     assert lmk is not None
     opening = lmk[:, [37, 38, 43, 44], 1].mean(1) - lmk[:, [40, 41, 46, 47], 1].mean(1)
     assert opening[0] > 0.008 and opening[1] < 0.3 * opening[0]
+    # the components are named in the model file, so motion transfer knows which close a lid
+    assert flame.lid_components == (4, 5)
+    assert flame.expression_names is not None and flame.expression_names[4] == "blink_left"
 
 
 def test_landmarks_are_on_the_face_and_mirror(flame: FLAME) -> None:
@@ -185,6 +188,7 @@ def test_official_pickle_loads_without_chumpy(tmp_path: Path, monkeypatch: pytes
     a, b = official(params), demo(params)
     assert torch.allclose(a.vertices, b.vertices, atol=1e-6)
     assert torch.allclose(a.joints, b.joints, atol=1e-6)
+    assert official.expression_names is None and official.lid_components == ()  # FLAME's PCA has no names
 
 
 def test_pickle_with_foreign_code_is_refused(tmp_path: Path) -> None:

@@ -93,6 +93,19 @@ def test_python_api_relative_motion_keeps_the_source_for_a_still_driver(astronau
         target = transfer_motion(src.fit, src.fit.repeat(2), "relative")
         assert torch.allclose(target.global_pose, src.fit.global_pose.expand(2, 3), atol=1e-5)
         assert torch.allclose(target.camera, src.fit.camera.expand(2, 3), atol=1e-6)
+        # eyelids: openness scales with the driver's (from its first frame), so a closed driving eye
+        # closes the source's however open it is, and a still driver keeps the source's own
+        lids = list(animator.flame.lid_components)
+        source = src.fit.replace(expression=src.fit.expression.clone())
+        source.expression[0, lids] = torch.tensor([-0.4, 0.2])
+        driving = src.fit.repeat(3).replace(expression=torch.zeros(3, src.fit.expression.shape[1]))
+        driving.expression[:, lids] = torch.tensor([[0.1, 0.1], [1.0, 1.0], [0.55, 0.1]])
+        moved = transfer_motion(source, driving, "relative", lids).expression[:, lids]
+        assert torch.allclose(moved[0], torch.tensor([-0.4, 0.2]), atol=1e-6)
+        assert torch.allclose(moved[1], torch.ones(2), atol=1e-6)
+        assert torch.allclose(moved[2], torch.tensor([0.3, 0.2]), atol=1e-6)  # half as open: 1 - 1.4 * 0.5
+        offset = transfer_motion(source, driving, "relative").expression[:, lids]  # without: offsets
+        assert torch.allclose(offset[1], torch.tensor([0.5, 1.1]), atol=1e-6)
         # the animator runs the folded inference copy; it renders what the trained network renders
         assert not any(hasattr(m, "weight_orig") for m in animator.generator.modules())
         folded = animator.generate(src, target)

@@ -328,7 +328,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     drv_clip = render_clip(animator.flame, synth, 1, 1)
 
     source = source_from_fit(src_clip.images[0], src_clip.params.select([0]))
-    result = animator.animate_fit(source, transfer_motion(source.fit, drv_clip.params))
+    result = animator.animate_fit(source, transfer_motion(source.fit, drv_clip.params, lids=animator.flame.lid_components))
     show = 256
     frames = [np.concatenate([resize_to_height(source.image, show), resize_to_height(d, show), resize_to_height(r, show)], axis=1)
               for d, r in zip(drv_clip.images, result.frames)]

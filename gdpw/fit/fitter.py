@@ -19,6 +19,7 @@ from gdpw.flame.lbs import lbs
 from gdpw.flame.sequence import FRAME_FIELDS
 
 JAW_CONTOUR = slice(0, 17)
+EYELIDS = [37, 38, 40, 41, 43, 44, 46, 47]  # the upper and lower lids' points of the 68 (eye corners excluded)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class FitConfig:
     eye_prior: float = 3e-5  # weight of the eye-pose prior
     temporal: float = 1e-4  # weight of the difference between consecutive video frames
     contour_weight: float = 0.5  # weight of the 17 jaw-contour landmarks
+    eyelid_weight: float = 10.0  # weight of the 8 eyelid landmarks: a blink moves them little in NDC, and unweighted the priors stop a closing lid half way
     iris_weight: float = 1.0  # weight of the iris centres (gaze)
     blendshape_weight: float = 3e-3  # pull of expression and jaw towards MediaPipe's blendshapes (the head's map)
     smooth_min_cutoff: float | None = None  # One-Euro cutoff; default: the crop recipe's; 0 disables smoothing
@@ -151,6 +153,7 @@ class LandmarkFitter:
         pred, pupils = self.project(vars["shape"], vars["expression"], vars["global_pose"], vars["jaw_pose"], vars["eye_pose"], cam)
         w = torch.ones(68)
         w[JAW_CONTOUR] = c.contour_weight
+        w[EYELIDS] = c.eyelid_weight
         per_frame = (((pred - lmk) ** 2).sum(-1) * w).mean(1)
         loss = per_frame.sum()
         if iris is not None:

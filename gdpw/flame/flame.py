@@ -94,12 +94,20 @@ class FLAME(nn.Module):
         buffer("lmk_bary_coords", None if emb is None else emb.bary, f32)
         buffer("dyn_lmk_faces_idx", None if emb is None else emb.dynamic_faces, torch.long)
         buffer("dyn_lmk_bary_coords", None if emb is None else emb.dynamic_bary, f32)
+        names = data.expression_names
+        self.expression_names = None if names is None else names[: self.n_expression]
         self.uvs = None if data.uvs is None else torch.as_tensor(data.uvs, dtype=f32)
         self.uv_faces = None if data.uv_faces is None else torch.as_tensor(data.uv_faces, dtype=torch.long)
 
     @property
     def num_verts(self) -> int:
         return int(self.v_template.shape[0])
+
+    @property
+    def lid_components(self) -> tuple[int, ...]:
+        """Expression components that close an eyelid (named ``blink*``: 1 closed, 0 at rest);
+        none for FLAME's PCA expressions, whose components have no names."""
+        return tuple(i for i, n in enumerate(self.expression_names or ()) if n.startswith("blink"))
 
     def _param(self, value: torch.Tensor | None, batch: int, width: int, name: str) -> torch.Tensor:
         if value is None:

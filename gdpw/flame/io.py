@@ -118,6 +118,7 @@ class FlameData:
     uv_faces: np.ndarray | None = None  # (F, 3) indices into uvs
     lmk_faces_idx: np.ndarray | None = None  # (68,) static 68-point landmark triangles
     lmk_bary_coords: np.ndarray | None = None  # (68, 3)
+    expression_names: tuple[str, ...] | None = None  # names of the expression components (the demo head's)
 
     @property
     def num_verts(self) -> int:
@@ -185,6 +186,8 @@ def load_flame(path: str | os.PathLike[str]) -> FlameData:
             uv_faces=np.asarray(raw["ft"]).astype(np.int64) if "ft" in raw else None,
             lmk_faces_idx=np.asarray(raw["lmk_faces_idx"]).astype(np.int64) if "lmk_faces_idx" in raw else None,
             lmk_bary_coords=np.asarray(raw["lmk_bary_coords"], dtype=np.float32) if "lmk_bary_coords" in raw else None,
+            expression_names=tuple(str(n) for n in np.asarray(raw["expression_names"]).reshape(-1))
+            if "expression_names" in raw else None,
         )
     except (ValueError, TypeError) as err:
         raise FlameFileError(f"{path}: malformed FLAME arrays ({err})") from None

@@ -34,6 +34,7 @@ from .graphed import GraphedDecode
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
+LID_MIN_REFERENCE = 0.5  # the least openness a driver's first frame counts as its rest (so a blink there cannot blow the source's eyes open)
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,16 @@ class AnimationResult:
     timings: dict[str, float]  # seconds per stage
 
 
-def transfer_motion(source: FlameSequence, driving: FlameSequence, motion: Motion = "relative") -> FlameSequence:
+def transfer_motion(source: FlameSequence, driving: FlameSequence, motion: Motion = "relative",
+                    lids: Sequence[int] = ()) -> FlameSequence:
     """The source's identity with the driving motion: absolute, or relative to driving frame 0
-    (head rotation composed onto the source's, the other parameters offset, the camera scaled)."""
+    (head rotation composed onto the source's, the other parameters offset, the camera scaled).
+
+    ``lids`` (``FLAME.lid_components``): expression components that close an eyelid (1 closed).
+    Relative motion scales their openness ``1 - value`` by the driver's openness over its first
+    frame's, instead of offsetting: a driver's closed eye closes the source's whether the source's
+    eyes are open wide or narrow, and the source's own openness is kept while the driver's is.
+    """
     if motion == "absolute":
         return driving.replace(shape=source.shape)
     if motion != "relative":
@@ -95,9 +103,15 @@ def transfer_motion(source: FlameSequence, driving: FlameSequence, motion: Motio
     def moved(k: str) -> torch.Tensor:
         return getattr(source, k)[:1] + getattr(driving, k) - getattr(driving, k)[:1]
 
+    expression = moved("expression")
+    if lids:
+        idx = list(lids)
+        open_s, open_d = 1 - source.expression[:1, idx], 1 - driving.expression[:, idx]
+        open_d0 = (1 - driving.expression[:1, idx]).clamp_min(LID_MIN_REFERENCE)  # a first frame mid-blink
+        expression[:, idx] = 1 - open_s * open_d / open_d0
     cam = moved("camera")
     cam[:, 0] = source.camera[0, 0] * driving.camera[:, 0] / driving.camera[0, 0]
-    return driving.replace(shape=source.shape, expression=moved("expression"), neck_pose=moved("neck_pose"),
+    return driving.replace(shape=source.shape, expression=expression, neck_pose=moved("neck_pose"),
                            global_pose=matrix_to_axis_angle(r_d @ r_d0.transpose(1, 2) @ r_src),
                            jaw_pose=moved("jaw_pose"), eye_pose=moved("eye_pose"), camera=cam)
 
@@ -314,7 +328,7 @@ class Animator:
         frames = list(source_frames[:n])
         track = self.tracker.track(frames, fps)
         own = track.params
-        target = transfer_motion(own.select([0]), driving.select(list(range(n))), motion)
+        target = transfer_motion(own.select([0]), driving.select(list(range(n))), motion, self.flame.lid_components)
         if keep_source_pose:
             target = target.replace(global_pose=own.global_pose, neck_pose=own.neck_pose, camera=own.camera)
         sources = [Source(f, box, crop(f, box, self.size), own.select([t])) for t, (f, box) in enumerate(zip(frames, track.boxes))]
@@ -338,7 +352,7 @@ class Animator:
                      side_by_side: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``drive`` a batch at a time: (composed frames, the first face's crops) per batch."""
         motion = motion or self.default_motion
-        streams = [self.generate_batches(s, transfer_motion(s.fit, driving, motion)) for s in sources]
+        streams = [self.generate_batches(s, transfer_motion(s.fit, driving, motion, self.flame.lid_components)) for s in sources]
         start = 0
         for crops in zip(*streams):
             n = len(crops[0])

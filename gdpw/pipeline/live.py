@@ -98,7 +98,8 @@ class LiveSession:
             self.stats.missed += 1
             return LiveFrame(self._last, False, time.perf_counter() - captured_at, self.fps)
         assert self.tracker.reference is not None
-        target = transfer_motion(self.source.fit, FlameSequence.cat([self.tracker.reference, fit]), "relative").select([1])
+        target = transfer_motion(self.source.fit, FlameSequence.cat([self.tracker.reference, fit]), "relative",
+                                 self.animator.flame.lid_components).select([1])
         self._last = self.animator.compose(self.source, self.animator.decode(self.encoded, target, [0]))[0]
         now = time.perf_counter()
         self._shown = [t for t in self._shown if now - t < 1.0] + [now]
