@@ -106,6 +106,11 @@ def test_python_api_relative_motion_keeps_the_source_for_a_still_driver(astronau
         assert torch.allclose(moved[2], torch.tensor([0.3, 0.2]), atol=1e-6)  # half as open: 1 - 1.4 * 0.5
         offset = transfer_motion(source, driving, "relative").expression[:, lids]  # without: offsets
         assert torch.allclose(offset[1], torch.tensor([0.5, 1.1]), atol=1e-6)
+        # a driver whose first frame is mid-blink (openness 0.45): its rest counts as openness 0.9, so
+        # its open eyes later (0.9) keep the source's instead of opening them twice as wide (-1.8)
+        blinking = driving.replace(expression=driving.expression.flip(0))
+        moved = transfer_motion(source, blinking, "relative", lids).expression[:, lids]
+        assert torch.allclose(moved[2], torch.tensor([-0.4, 0.2]), atol=1e-6)
         # the animator runs the folded inference copy; it renders what the trained network renders
         assert not any(hasattr(m, "weight_orig") for m in animator.generator.modules())
         folded = animator.generate(src, target)

@@ -34,7 +34,7 @@ from .graphed import GraphedDecode
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
-LID_MIN_REFERENCE = 0.5  # the least openness a driver's first frame counts as its rest (so a blink there cannot blow the source's eyes open)
+LID_MIN_REFERENCE = 0.9  # the least openness a driver's first frame counts as its rest (a blink there must not blow the source's eyes open)
 
 
 @dataclass(frozen=True)
