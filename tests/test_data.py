@@ -101,11 +101,21 @@ def test_dataset_roundtrip_and_splits(tiny_dataset: Path) -> None:
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8 and verts.shape == (2, 5023, 3)
 
 
-def test_rewriting_resumes_without_rendering_again(tiny_dataset: Path, flame: FLAME) -> None:
+def test_rewriting_resumes_without_rendering_again(tiny_dataset: Path, flame: FLAME, capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    from gdpw.cli.main import main
+
     shard = tiny_dataset / "clips" / "id0000_c00.npz"
     before = shard.stat().st_mtime_ns
     write_synth_dataset(tiny_dataset, TINY, flame, progress=False)
     assert shard.stat().st_mtime_ns == before
+    # another config's clips are not mixed in: the folder is refused with a one-line error, untouched
+    with pytest.raises(DatasetError, match=r"another synth config \(size 32 -> 48, gaze 0.15 -> 0.3\)"):
+        write_synth_dataset(tiny_dataset, replace(TINY, size=48, gaze=0.3), flame, progress=False)
+    assert main(["synth", "-o", str(tiny_dataset), "--size", "48", "--identities", "4", "--heldout", "1"]) != 0
+    assert "another synth config" in capsys.readouterr().err
+    assert shard.stat().st_mtime_ns == before and read_index(tiny_dataset)[0]["image_size"] == 32
 
 
 def test_pairs_are_deterministic_balanced_and_from_one_clip(tiny_dataset: Path) -> None:

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     d = SynthConfig()
     p = sub.add_parser("synth", help="render a synthetic talking-head dataset with known FLAME parameters",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-o", "--output", required=True, help="dataset folder (re-running resumes it)")
+    p.add_argument("-o", "--output", required=True, help="dataset folder (re-running with the same settings resumes it; more --identities or --clips may be added)")
     p.add_argument("--identities", type=int, default=d.num_identities)
     p.add_argument("--clips", type=int, default=d.clips_per_identity, help="clips per identity")
     p.add_argument("--frames", type=int, default=d.frames_per_clip, help="frames per clip")

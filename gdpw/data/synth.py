@@ -13,6 +13,7 @@ Everything is deterministic in ``(seed, identity, clip)``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -290,13 +291,43 @@ def render_clip(flame: FLAME, cfg: SynthConfig, identity: int, clip: int,
     return Clip(images, verts.astype(np.float32), seq)
 
 
+# What a clip's pixels and parameters depend on besides its (identity, clip) index: a folder's
+# existing shards are reused only when these match (more identities or clips may be added).
+SHARD_FIELDS = ("frames_per_clip", "size", "supersample", "fps", "seed", "gaze")
+
+
+def check_resumable(root: Path, cfg: SynthConfig) -> None:
+    """Raise ``DatasetError`` when ``root`` holds clips rendered with another ``SHARD_FIELDS`` config
+    (recorded in ``synth.json`` at the start of a run, or in an older folder's ``dataset.json``)."""
+    from gdpw.common.errors import DatasetError
+
+    made = None
+    for name in ("synth.json", "dataset.json"):
+        if (root / name).is_file():
+            made = json.loads((root / name).read_text()).get("synth")
+            break
+    if made is None:
+        return
+    mine = asdict(cfg)
+    diff = [f"{k} {made.get(k, 'unrecorded')} -> {mine[k]}" for k in SHARD_FIELDS if made.get(k) != mine[k]]
+    if diff:
+        raise DatasetError(f"{root} holds clips rendered with another synth config ({', '.join(diff)}); "
+                           "write to a new folder or delete it")
+
+
 def write_synth_dataset(root: str | Path, cfg: SynthConfig, flame: FLAME | None = None, progress: bool = True) -> list:
-    """Render every clip of ``cfg`` into a gdpw dataset folder; existing shards are kept (resumable)."""
+    """Render every clip of ``cfg`` into a gdpw dataset folder; existing shards of the same config
+    are kept (resumable), a folder made with another one is refused (``check_resumable``)."""
     from tqdm import tqdm
+
+    from gdpw.common.files import atomic_write
 
     from .dataset import ClipInfo, write_clip, write_index
 
     root = Path(root)
+    check_resumable(root, cfg)
+    with atomic_write(root / "synth.json") as fh:
+        fh.write(json.dumps({"synth": asdict(cfg)}, indent=1).encode())
     flame = flame or FLAME()
     clips = []
     jobs = [(i, c) for i in range(cfg.num_identities) for c in range(cfg.clips_per_identity)]
