@@ -23,7 +23,6 @@ Frames where either face is not found are left out (their share is printed).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -81,26 +80,6 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def override(cfg, settings: list[str]):  # type: ignore[no-untyped-def]
-    """``cfg`` with dotted ``key=value`` settings applied (values parsed as JSON, else strings)."""
-    from gdpw.common.config import from_dict, to_dict
-
-    data = to_dict(cfg)
-    for item in settings:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        *path, last = key.split(".")
-        node = data
-        for part in path:
-            node = node[part]
-        try:
-            node[last] = json.loads(text)
-        except json.JSONDecodeError:
-            node[last] = text
-    return from_dict(type(cfg), data)
-
-
 def measure(animator, detector, portrait: Path, clip: Path, max_frames: int | None,  # type: ignore[no-untyped-def]
             live: bool = False) -> dict[str, float]:
     from gdpw.data.video import read_image, read_video
@@ -143,6 +122,7 @@ def main() -> None:
                    help="an AnimateConfig field by its dotted path, e.g. track.fit.eyelid_weight=4 (repeatable)")
     p.add_argument("-o", "--output", help="also write the table to this markdown file")
     args = p.parse_args()
+    from gdpw.common.config import apply_overrides, from_dict, to_dict
     from gdpw.fit import MediaPipeDetector
     from gdpw.pipeline import AnimateConfig, Animator
 
@@ -156,7 +136,7 @@ def main() -> None:
     cfg = AnimateConfig(checkpoint=args.checkpoint)
     cfg = cfg if args.detail is None else replace(cfg, detail=args.detail)
     cfg = cfg if args.blendshape_map is None else replace(cfg, head=replace(cfg.head, blendshape_map=args.blendshape_map))
-    cfg = override(cfg, args.set)
+    cfg = from_dict(AnimateConfig, apply_overrides(to_dict(cfg), args.set))
     with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for portrait in portraits:
             for clip in clips:

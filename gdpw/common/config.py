@@ -3,6 +3,8 @@
 * ``from_dict(cls, data)`` builds a config from plain data (YAML, JSON, a checkpoint): nested
   dataclasses from mappings, tuples from lists, dicts with typed keys; unknown keys, wrong types
   and values outside a ``Literal`` raise ``ConfigError``.
+* ``apply_overrides(data, ["a.b=1"])`` sets dotted keys of plain data (values read as YAML), as
+  ``gdpw train --set`` does.
 * ``validate(obj)`` checks ``Literal`` fields; configs call it in ``__post_init__`` so that a
   config built in Python is checked too.
 * ``add_arguments(parser, cls)`` / ``from_args(cls, args)`` generate command-line flags from a
@@ -142,6 +144,23 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``data`` with each ``dotted.key=value`` of ``overrides`` set in place (the value read as YAML,
+    missing sections made); an item without ``=`` raises ``ConfigError``."""
+    import yaml
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"an override must be key=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return data
 
 
 def validate(obj: Any) -> None:

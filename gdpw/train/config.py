@@ -8,8 +8,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gdpw.common.config import from_dict, to_dict, validate
-from gdpw.common.errors import ConfigError
+from gdpw.common.config import apply_overrides, from_dict, to_dict, validate
 from gdpw.model.config import DiscriminatorConfig, GeneratorConfig
 
 
@@ -88,17 +87,7 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"an override must be key=value, got {item!r}")
-            node = data
-            parts = key.split(".")
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
-            node[parts[-1]] = yaml.safe_load(value)
-        return cls.from_dict(data)
+        return cls.from_dict(apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides or []))
 
     def save_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
