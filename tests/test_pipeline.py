@@ -157,6 +157,12 @@ def test_crop_and_paste_back_roundtrip() -> None:
     lmk = np.array([[10.0, 20.0], [30.0, 60.0]])
     b = crop_box(lmk, scale=2.0)
     assert b.size == 80 and np.allclose(b.to_ndc(lmk).mean(0), 0, atol=1e-6)
+    # beyond the image: black (the official crop), or the nearest edge pixel
+    over = CropBox(-10.0, -5.0, 40.0)
+    black, edge = crop(img, over, 40), crop(img, over, 40, border="edge")
+    assert black[:5].max() == 0 and black[:, :10].max() == 0
+    assert np.array_equal(edge[5:, 10:], black[5:, 10:]) and np.array_equal(edge[5:, 10:], img[:35, :30])
+    assert np.array_equal(edge[:5, 12], np.repeat(img[0, 2][None], 5, 0)) and np.array_equal(edge[7, :10], np.repeat(img[2, 0][None], 10, 0))
 
 
 def test_demo_writes_playable_videos(tmp_path: Path, capsys) -> None:
@@ -614,6 +620,53 @@ def test_composite_at_a_finer_resolution() -> None:
     blurred = composite_at(opaque, fine, "centers", transfer=0.0)
     assert torch.allclose(blurred, F.interpolate(painted, size=(128, 128), mode="bilinear", align_corners=False))
     assert (blurred - fine).abs().mean() > 0.05
+
+
+def test_paint_stretch_keeps_the_warped_source_where_it_holds() -> None:
+    """The demo generator with ``paint_stretch``: where the paint mask is 0 its alpha is 0 and the
+    output is the warped source, where it is 1 (the opened mouth, the side turned into view, what the
+    head uncovers) the network's own alpha stays; 0 leaves
+    the network as it is, and a generator without alpha blending ignores it. The animator passes
+    ``AnimateConfig.paint_stretch``: its crops change only where the mask is below 1."""
+    from gdpw.model.checkpoint import load_checkpoint
+    from gdpw.model.config import GeneratorConfig
+    from gdpw.model.generator import Generator
+    from gdpw.model.guided import GuidedGenerator
+    from gdpw.pipeline.animator import DEMO_CHECKPOINT, source_from_fit
+
+    flame = FLAME()
+    checkpoint = load_checkpoint(DEMO_CHECKPOINT)
+    gen, size = checkpoint.build_generator().eval(), checkpoint.image_size
+    still = FlameSequence(torch.zeros(flame.n_shape), torch.zeros(1, flame.n_expression), torch.zeros(1, 3), torch.zeros(1, 3),
+                          torch.zeros(1, 6), torch.tensor([[7.0, 0.0, 0.0]]))
+    moved = replace(still, jaw_pose=torch.tensor([[0.3, 0.0, 0.0]]), global_pose=torch.tensor([[0.0, 0.15, 0.0]]))
+    clip = render_clip(flame, SynthConfig(size=size, frames_per_clip=1, seed=1), 0, 0)
+    img = torch.as_tensor(clip.images[0]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        vs, vd = still.image_vertices(flame), moved.image_vertices(flame)
+        plain = GuidedGenerator(gen, flame.faces)
+        guided = GuidedGenerator(gen, flame.faces, paint_stretch=1.5)
+        enc = plain.encode(img, vs)
+        out0, out1 = plain.decode(enc, vs, vd), guided.decode(enc, vs, vd)
+        paint = guided.driving_guidance(vs, vd, (size, size)).paint
+    assert paint is not None
+    held, free = paint == 0, paint == 1
+    assert held.sum() > 1000 and free.sum() > 200
+    assert out0.alpha[held].max() > 0.1  # the network would paint there
+    assert out1.alpha[held].max() == 0
+    assert torch.allclose(out1.rec_img_d.expand_as(out1.warp_img_s)[held.expand_as(out1.warp_img_s)],
+                          out1.warp_img_s[held.expand_as(out1.warp_img_s)])
+    assert torch.equal(out1.alpha[free], out0.alpha[free])
+    no_alpha = Generator(GeneratorConfig(guidance="geom_disp", base_chns=4, max_chns=8, num_levels=3))
+    assert GuidedGenerator(no_alpha, flame.faces, paint_stretch=1.5).paint_stretch == 0
+
+    source = source_from_fit(clip.images[0], still)
+    crops = {}
+    for stretch in (0.0, 1.5):
+        with Animator(AnimateConfig(detail=0, paint_stretch=stretch)) as animator:
+            crops[stretch] = animator.animate_fit(source, moved).crops[0].astype(int)
+    diff = np.abs(crops[0.0] - crops[1.5]).max(-1)
+    assert diff[held[0, 0].numpy()].max() > 20 and diff[free[0, 0].numpy()].max() <= 1
 
 
 def test_flow_prior_adds_the_displacement_field_to_every_flow() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gdpw.flame import FLAME, FlameParams, orthographic
-from gdpw.render import interpolate, rasterize, render_guidance, render_nmfc
+from gdpw.render import interpolate, paint_mask, rasterize, render_driving, render_guidance, render_nmfc
 from gdpw.render.rasterizer import face_normals_z
 
 
@@ -172,6 +172,60 @@ def test_nmfc(head_pair) -> None:
     mask = rasterize(src, flame.faces, (64, 64)).mask()
     assert img.min() >= 0 and img.max() <= 1
     assert (img.sum(1, keepdim=True)[mask > 0] > 0).float().mean() > 0.99
+
+
+def test_paint_mask_marks_what_the_source_cannot_show() -> None:
+    """Triangles turned into view, triangles stretched beyond ``stretch`` times their source area and
+    what the head uncovers are paintable; the rest of the face and what lies off both meshes are not.
+    On the demo head an opening jaw marks the mouth, a turning head the side it turns into view."""
+    flame = FLAME()
+    cam = torch.tensor([[7.0, 0.0, 0.0]])
+    size = (64, 64)
+
+    def head(**kw: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return orthographic(flame(FlameParams(**kw)).vertices, cam)
+
+    def mask(vs: torch.Tensor, vd: torch.Tensor, grow: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mask, the driving mesh's interior and its outside, both 2 pixels from the silhouette."""
+        frags = rasterize(vd, flame.faces, size)
+        cover = frags.mask()
+        inside = -torch.nn.functional.max_pool2d(-cover, 5, 1, 2)[0, 0] > 0.5
+        outside = torch.nn.functional.max_pool2d(cover, 5, 1, 2)[0, 0] < 0.5
+        m = paint_mask(frags, rasterize(vs, flame.faces, size).mask(), vs, vd, flame.faces, 1.5, grow)
+        return m[0, 0], inside, outside
+
+    src = head()
+    m, inside, outside = mask(src, src)
+    assert inside.sum() > 500 and outside.sum() > 500
+    assert m[inside].max() == 0 and m[outside].max() == 0  # the same mesh: the warp holds everything
+    centre = src.mean(1, keepdim=True) * torch.tensor([1.0, 1.0, 0.0])
+    smaller = centre + (src - centre) * torch.tensor([0.8, 0.8, 1.0])  # the head uncovers a ring around it
+    m, inside, outside = mask(src, smaller)
+    _, was_inside, was_outside = mask(src, src)
+    assert m[inside].max() == 0 and m[outside & was_inside].min() == 1 and m[was_outside].max() == 0
+    assert (outside & was_inside).sum() > 5
+    for scale, painted in ((1.15, 0.0), (1.3, 1.0)):  # areas x1.32 (below 1.5) and x1.69
+        vd = centre + (src - centre) * torch.tensor([scale, scale, 1.0])
+        m, inside, _ = mask(src, vd)
+        assert torch.all(m[inside] == painted), scale
+    mirrored = src * torch.tensor([-1.0, 1.0, 1.0])  # every triangle back-facing in the source
+    m, inside, _ = mask(mirrored, src)
+    assert m[inside].min() == 1
+
+    rows = torch.arange(size[0], dtype=torch.float32).view(-1, 1).expand(size)
+    for name, vd, axis, side in (("jaw opens", head(jaw_pose=torch.tensor([[0.3, 0.0, 0.0]])), rows, 1),
+                                 ("head turns", head(global_pose=torch.tensor([[0.0, 0.3, 0.0]])), rows.T, -1)):
+        m, inside, _ = mask(src, vd)
+        painted = (m > 0.5) & inside
+        assert 5 < painted.sum() < 0.3 * inside.sum(), name
+        assert side * (axis[painted].mean() - axis[inside].mean()) > 5, name  # the mouth below, the side turned into view
+        grown, _, _ = mask(src, vd, grow=1)
+        assert torch.all(grown >= m) and grown.sum() > m.sum()
+    maps = render_driving(src, vd, flame.faces, size, paint_stretch=1.5)
+    expected = paint_mask(rasterize(vd, flame.faces, size), rasterize(src, flame.faces, size).mask(), src, vd, flame.faces, 1.5)
+    assert maps.paint is not None and torch.allclose(maps.paint, expected)
+    assert render_driving(src, vd, flame.faces, size).paint is None
 
 
 def test_render_command_writes_pictures(tmp_path: Path, capsys) -> None:

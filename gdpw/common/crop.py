@@ -82,9 +82,10 @@ def official_boxes(landmarks: np.ndarray, out_size: int = OFFICIAL_SIZE) -> tupl
     return deca, out
 
 
-def crop(image: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
+def crop(image: np.ndarray, box: CropBox, out_size: int, border: Literal["black", "edge"] = "black") -> np.ndarray:
     """Resample ``box`` of an RGB uint8 image to an ``out_size`` square, bilinear at each crop
-    pixel's centre, black outside the image (OpenCV's ``warpAffine`` with a constant border)."""
+    pixel's centre; outside the image black (OpenCV's ``warpAffine`` with a constant border, the
+    official crop) or, with ``border="edge"``, the nearest edge pixel."""
     h, w = image.shape[:2]
     k = box.size / out_size
     src = box.x0 + (np.arange(out_size) + 0.5) * k - 0.5, box.y0 + (np.arange(out_size) + 0.5) * k - 0.5
@@ -92,7 +93,8 @@ def crop(image: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
     img = image.astype(np.float64)
 
     def taps(pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.clip(pos, 0, n - 1), ((pos >= 0) & (pos < n)).astype(np.float64)
+        inside = (pos >= 0) & (pos < n)
+        return np.clip(pos, 0, n - 1), (inside | (border == "edge")).astype(np.float64)
 
     (xa, ma), (xb, mb) = taps(x0, w), taps(x0 + 1, w)
     (ya, na), (yb, nb) = taps(y0, h), taps(y0 + 1, h)

@@ -74,6 +74,14 @@ def composite_at(out: GeneratorOutput, source: torch.Tensor, convention: WarpCon
     return result + transfer * alpha * (warped - coarse)
 
 
+def restrict_paint(out: GeneratorOutput, paint: torch.Tensor) -> GeneratorOutput:
+    """An alpha-blending generator's output with its alpha multiplied by ``paint`` (B, 1, H, W) in
+    [0, 1] (``gdpw.render.paint_mask``): where ``paint`` is 0 the warped source shows."""
+    alpha = out.alpha * paint.to(out.alpha.dtype)
+    rec = out.out_img * alpha + out.warp_img_s * (1 - alpha)
+    return GeneratorOutput(out.mesh_flows, out.flows, out.warp_img_s, out.out_img, alpha, rec)
+
+
 def level(stride: int) -> str:
     return f"x{stride}"
 

@@ -19,19 +19,23 @@ from torch import nn
 from gdpw.render import DrivingMaps, GuidancePatterns, render_driving, render_guidance, render_source_codes
 
 from .config import GeneratorConfig
-from .generator import Generator, GeneratorOutput, SourceEncoding
+from .generator import Generator, GeneratorOutput, SourceEncoding, restrict_paint
 
 
 class GuidedGenerator:
     """``generator`` (plain, folded or wrapped for distributed training) plus the mesh ``faces`` (F, 3);
     ``antialias``: render the guidance with silhouette antialiasing, as the released models were trained;
-    ``static``: render with fixed shapes and no host synchronisation (CUDA graphs; the same maps)."""
+    ``static``: render with fixed shapes and no host synchronisation (CUDA graphs; the same maps);
+    ``paint_stretch`` > 0 (alpha-blending generators, at inference): ``decode`` lets the network
+    paint only where the warped source has nothing to show (``gdpw.render.paint_mask``)."""
 
-    def __init__(self, generator: nn.Module, faces: torch.Tensor, antialias: bool = False, static: bool = False) -> None:
+    def __init__(self, generator: nn.Module, faces: torch.Tensor, antialias: bool = False, static: bool = False,
+                 paint_stretch: float = 0.0) -> None:
         self.generator = generator
         self.faces = faces
         self.antialias = antialias
         self.static = static
+        self.paint_stretch = paint_stretch if self.cfg.alpha_blend else 0.0
 
     @property
     def network(self) -> Generator:
@@ -74,12 +78,19 @@ class GuidedGenerator:
         graph, where the caller checks ``overflow`` after the replay).
         """
         verts_s = verts_s.expand(verts_d.shape[0], -1, -1)
-        maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias, static=self.static)
+        maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias, static=self.static,
+                              paint_stretch=self.paint_stretch)
         if check_overflow and maps.overflow is not None and bool(maps.overflow):
-            maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias)
+            maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias,
+                                  paint_stretch=self.paint_stretch)
         return maps
+
+    def decode_maps(self, source: SourceEncoding, maps: DrivingMaps) -> GeneratorOutput:
+        """The decoder on an encoded source and ``driving_guidance``'s maps, its painting restricted
+        to ``maps.paint`` when there is one."""
+        out = self.network.decode(source, maps.geom_disp, maps.codes_d)
+        return out if maps.paint is None else restrict_paint(out, maps.paint)
 
     def decode(self, source: SourceEncoding, verts_s: torch.Tensor, verts_d: torch.Tensor) -> GeneratorOutput:
         """Frames of the driving meshes ``verts_d`` (B, V, 3) from an encoded source (``verts_s`` (1 or B, V, 3))."""
-        maps = self.driving_guidance(verts_s, verts_d, (source.img_s.shape[2], source.img_s.shape[3]))
-        return self.network.decode(source, maps.geom_disp, maps.codes_d)
+        return self.decode_maps(source, self.driving_guidance(verts_s, verts_d, (source.img_s.shape[2], source.img_s.shape[3])))

@@ -52,6 +52,7 @@ class AnimateConfig:
     cuda_graph: Literal["auto", "on", "off"] = "auto"  # render + decode each batch as one captured CUDA graph; auto: on CUDA, falling back to eager if the capture fails
     detail: int = 1024  # alpha-blending checkpoints (the demo generator): warp the source crop at twice its size in the photo, up to this many pixels, not the network's size (0: off)
     detail_transfer: float = 1.0  # with detail: add the warped source's detail finer than the network's pixels where the network paints (0: off)
+    paint_stretch: float = 1.5  # alpha-blending checkpoints: the network paints only where the driving mesh shows what the source cannot (triangles turned into view or stretched over this many times their source area, what the head uncovers); the warped source elsewhere (0: wherever the network chooses)
     head: HeadConfig = flat(HeadConfig)
     track: TrackConfig = flat(TrackConfig)
 
@@ -182,7 +183,8 @@ class Animator:
     @torch.no_grad()
     def _encode(self, sources: Sequence[Source]) -> EncodedSource:
         """One source, or a batch of them each driving the same frame of a batch (video-to-video)."""
-        guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=self.device.type == "cuda")
+        guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=self.device.type == "cuda",
+                                 paint_stretch=self.cfg.paint_stretch)
         img_s = torch.stack([to_tensor(s.crop) for s in sources]).to(self.device).contiguous(memory_format=torch.channels_last)
         with self.timings.stage("render"):
             verts_s = torch.cat([s.fit.image_vertices(self.flame, [0]) for s in sources])
@@ -191,7 +193,7 @@ class Animator:
         side = min(self.cfg.detail, round(2 * max(s.box.size for s in sources)))  # 2x: each bilinear resampling blurs less
         detail = None
         if self.checkpoint.generator_config.alpha_blend and side > self.size:
-            detail = torch.stack([to_tensor(crop(s.image, s.box, side)) for s in sources]).to(self.device)
+            detail = torch.stack([to_tensor(crop(s.image, s.box, side, border="edge")) for s in sources]).to(self.device)
         return EncodedSource(guided, verts_s, encoding, detail)
 
     @torch.no_grad()
@@ -201,7 +203,7 @@ class Animator:
             verts_d = target.image_vertices(self.flame, list(idx))
             maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size))
         with self.timings.stage("generate"), self._autocast():
-            return self._image(encoded, encoded.guided.network.decode(encoded.encoding, maps.geom_disp, maps.codes_d))
+            return self._image(encoded, encoded.guided.decode_maps(encoded.encoding, maps))
 
     def _image(self, encoded: EncodedSource, out: GeneratorOutput) -> np.ndarray:
         """The decoder's output as uint8 crops: its image, or composited at the detail resolution."""

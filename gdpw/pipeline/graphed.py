@@ -40,7 +40,7 @@ class GraphedDecode:
     def _step(self) -> tuple[GeneratorOutput, torch.Tensor | None]:
         maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size, check_overflow=False)
         with self.autocast:
-            out = self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d)
+            out = self.guided.decode_maps(self.encoding, maps)
         return out, maps.overflow
 
     def __call__(self, verts_d: torch.Tensor) -> GeneratorOutput:
@@ -54,6 +54,6 @@ class GraphedDecode:
         if self.overflow is not None and bool(self.overflow):  # rare: render this batch the default way
             maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size)
             with self.autocast:
-                out = self.guided.network.decode(self.encoding, maps.geom_disp, maps.codes_d)
+                out = self.guided.decode_maps(self.encoding, maps)
         return GeneratorOutput({}, {"x1": out.flows["x1"][:n].clone()}, out.warp_img_s[:n].clone(), out.out_img[:n].clone(),
                                out.alpha[:n].clone(), out.rec_img_d[:n].clone())

@@ -4,7 +4,10 @@
   the driving mesh, back faces culled, zero off the mesh;
 * posed neural codes: a learnable code per vertex rendered on the source and driving meshes;
 * NMFC (normalised mean-face coordinates): the template's xyz scaled to [0, 1] rendered as colour,
-  the pattern the paper compares against.
+  the pattern the paper compares against;
+* paint mask (gdpw's, for alpha-blending generators at inference): where the driving mesh shows
+  what the warped source cannot: triangles back-facing in the source or stretched well beyond their
+  source area, and what the head uncovers.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from .antialias import antialias as antialias_maps
-from .rasterizer import CullMode, Fragments, interpolate, rasterize
+from .rasterizer import CullMode, Fragments, face_normals_z, interpolate, rasterize
 
 
 @dataclass
@@ -36,12 +40,37 @@ def displacement_attrs(verts_s: torch.Tensor, verts_d: torch.Tensor) -> torch.Te
 
 class DrivingMaps(NamedTuple):
     """The driving pass: displacement field (B, 2, H, W), driving codes (B, D, H, W) or None,
-    coverage (B, 1, H, W), and (static path) whether the rasteriser's buffer overflowed."""
+    coverage (B, 1, H, W), (static path) whether the rasteriser's buffer overflowed, and the paint
+    mask (B, 1, H, W) when asked for (``paint_mask``)."""
 
     geom_disp: torch.Tensor
     codes_d: torch.Tensor | None
     mask: torch.Tensor
     overflow: torch.Tensor | None
+    paint: torch.Tensor | None = None
+
+
+def paint_mask(frags_d: Fragments, cover_s: torch.Tensor, verts_s: torch.Tensor, verts_d: torch.Tensor,
+               faces: torch.Tensor, stretch: float, grow: int = 1) -> torch.Tensor:
+    """(B, 1, H, W) in [0, 1]: 1 where the driving mesh (rasterised as ``frags_d``) shows what the
+    source image cannot give, so a generator may paint there; 0 where the warped source holds it.
+
+    On the driving mesh a pixel is paintable on a triangle that is back-facing in the source (turned
+    into view) or whose screen area grew more than ``stretch`` times (an opening mouth's seam). Off
+    it, where the source mesh was (``cover_s`` (B, 1, H, W), its coverage): what the head uncovers.
+    Off both meshes (background, hair) the warp holds. The mask is dilated by ``grow`` pixels and its
+    edge softened over 3 pixels."""
+    tri_s, tri_d = verts_s[:, faces], verts_d[:, faces]  # (B, F, 3, 3)
+    area_s, area_d = -face_normals_z(tri_s), -face_normals_z(tri_d)  # front faces positive
+    tiny = 1e-9
+    new = (area_s <= tiny) | (area_d > stretch * area_s.clamp_min(tiny))  # (B, F)
+    face = frags_d.face_map()  # (B, H, W)
+    batch = torch.arange(face.shape[0], device=face.device).view(-1, 1, 1).expand_as(face)
+    uncovered = cover_s[:, 0] > 0.5
+    paint = torch.where(face >= 0, new[batch, face.clamp_min(0)], uncovered).unsqueeze(1).to(verts_d.dtype)
+    if grow > 0:
+        paint = F.max_pool2d(paint, 2 * grow + 1, 1, grow)
+    return F.avg_pool2d(paint, 3, 1, 1, count_include_pad=False)
 
 
 def render_driving(
@@ -53,10 +82,12 @@ def render_driving(
     cull: CullMode = "official",
     antialias: bool = False,
     static: bool = False,
+    paint_stretch: float = 0.0,
 ) -> DrivingMaps:
     """The driving pass: displacement field, driving codes when ``embeds`` are given, the
     driving mesh's coverage (see ``DrivingMaps``). ``antialias`` blends the
-    maps across silhouette edges as the official renderer does (``gdpw.render.antialias``)."""
+    maps across silhouette edges as the official renderer does (``gdpw.render.antialias``).
+    ``paint_stretch`` > 0 also gives the paint mask with that stretch (``paint_mask``)."""
     frags_d = rasterize(verts_d, faces, size, cull)
     attrs_d = displacement_attrs(verts_s, verts_d)
     if embeds is not None:
@@ -64,7 +95,11 @@ def render_driving(
     maps_d = interpolate(attrs_d, faces, frags_d)
     if antialias:
         maps_d = antialias_maps(maps_d, frags_d, verts_d, faces, static=static)
-    return DrivingMaps(maps_d[:, :2], maps_d[:, 2:] if embeds is not None else None, frags_d.mask(), frags_d.overflow)
+    paint = None
+    if paint_stretch > 0:
+        cover_s = rasterize(verts_s, faces, size, cull, static).mask()
+        paint = paint_mask(frags_d, cover_s, verts_s, verts_d, faces, paint_stretch)
+    return DrivingMaps(maps_d[:, :2], maps_d[:, 2:] if embeds is not None else None, frags_d.mask(), frags_d.overflow, paint)
 
 
 def render_source_codes(
@@ -88,11 +123,11 @@ def render_guidance(
     static: bool = False,
 ) -> GuidancePatterns:
     """Both patterns for a batch of source and driving meshes: two rasterisations in all."""
-    geom_disp, codes_d, mask_d, _ = render_driving(verts_s, verts_d, faces, size, embeds, cull, antialias, static)
+    d = render_driving(verts_s, verts_d, faces, size, embeds, cull, antialias, static)
     if embeds is None:
-        return GuidancePatterns(geom_disp, None, codes_d, rasterize(verts_s, faces, size, cull, static).mask(), mask_d)
+        return GuidancePatterns(d.geom_disp, None, d.codes_d, rasterize(verts_s, faces, size, cull, static).mask(), d.mask)
     codes_s, mask_s = render_source_codes(verts_s, faces, size, embeds, cull, antialias, static)
-    return GuidancePatterns(geom_disp, codes_s, codes_d, mask_s, mask_d)
+    return GuidancePatterns(d.geom_disp, codes_s, d.codes_d, mask_s, d.mask)
 
 
 def nmfc_colors(template: torch.Tensor) -> torch.Tensor:
