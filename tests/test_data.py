@@ -116,6 +116,16 @@ def test_rewriting_resumes_without_rendering_again(tiny_dataset: Path, flame: FL
     assert main(["synth", "-o", str(tiny_dataset), "--size", "48", "--identities", "4", "--heldout", "1"]) != 0
     assert "another synth config" in capsys.readouterr().err
     assert shard.stat().st_mtime_ns == before and read_index(tiny_dataset)[0]["image_size"] == 32
+    # a malformed record is refused the same way, not with a JSON traceback
+    record = tiny_dataset / "synth.json"
+    kept = record.read_text()
+    try:
+        record.write_text("{not json")
+        with pytest.raises(DatasetError, match="synth.json: malformed"):
+            write_synth_dataset(tiny_dataset, TINY, flame, progress=False)
+    finally:
+        record.write_text(kept)
+    assert shard.stat().st_mtime_ns == before
 
 
 def test_pairs_are_deterministic_balanced_and_from_one_clip(tiny_dataset: Path) -> None:

@@ -304,9 +304,12 @@ def check_resumable(root: Path, cfg: SynthConfig) -> None:
     made = None
     for name in ("synth.json", "dataset.json"):
         if (root / name).is_file():
-            made = json.loads((root / name).read_text()).get("synth")
+            try:
+                made = json.loads((root / name).read_text()).get("synth")
+            except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as err:
+                raise DatasetError(f"{root / name}: malformed ({type(err).__name__}: {err}); write to a new folder or delete it") from None
             break
-    if made is None:
+    if not isinstance(made, dict):
         return
     mine = asdict(cfg)
     diff = [f"{k} {made.get(k, 'unrecorded')} -> {mine[k]}" for k in SHARD_FIELDS if made.get(k) != mine[k]]
