@@ -649,7 +649,9 @@ def test_paint_stretch_keeps_the_warped_source_where_it_holds() -> None:
         enc = plain.encode(img, vs)
         out0, out1 = plain.decode(enc, vs, vd), guided.decode(enc, vs, vd)
         paint = guided.driving_guidance(vs, vd, (size, size)).paint
-    assert paint is not None
+        cached = guided.driving_guidance(vs, vd, (size, size), cover_s=guided.source_coverage(vs, (size, size))).paint
+    assert paint is not None and cached is not None and torch.equal(paint, cached)  # the source's coverage, once per video
+    assert plain.source_coverage(vs, (size, size)) is None
     held, free = paint == 0, paint == 1
     assert held.sum() > 1000 and free.sum() > 200
     assert out0.alpha[held].max() > 0.1  # the network would paint there

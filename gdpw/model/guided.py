@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gdpw.render import DrivingMaps, GuidancePatterns, render_driving, render_guidance, render_source_codes
+from gdpw.render import DrivingMaps, GuidancePatterns, rasterize, render_driving, render_guidance, render_source_codes
 
 from .config import GeneratorConfig
 from .generator import Generator, GeneratorOutput, SourceEncoding, restrict_paint
@@ -69,9 +69,17 @@ class GuidedGenerator:
                                              antialias=self.antialias)  # once per video: the default path
         return self.network.encode(img_s, codes_s)
 
+    def source_coverage(self, verts_s: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+        """The source meshes' coverage (B, 1, H, W) that the paint mask needs, once per video; None
+        without ``paint_stretch``."""
+        if self.paint_stretch <= 0:
+            return None
+        return rasterize(verts_s, self.faces, size).mask()
+
     def driving_guidance(self, verts_s: torch.Tensor, verts_d: torch.Tensor, size: tuple[int, int],
-                         check_overflow: bool = True) -> DrivingMaps:
-        """What ``decode`` needs per frame: the displacement field and the driving codes (or None).
+                         check_overflow: bool = True, cover_s: torch.Tensor | None = None) -> DrivingMaps:
+        """What ``decode`` needs per frame: the displacement field, the driving codes (or None) and,
+        with ``paint_stretch``, the paint mask (``cover_s``: ``source_coverage``, else rendered here).
 
         With ``static`` rendering a candidate buffer too small for the mesh is caught here and the
         batch rendered again the default way, unless ``check_overflow`` is off (inside a CUDA
@@ -79,10 +87,10 @@ class GuidedGenerator:
         """
         verts_s = verts_s.expand(verts_d.shape[0], -1, -1)
         maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias, static=self.static,
-                              paint_stretch=self.paint_stretch)
+                              paint_stretch=self.paint_stretch, cover_s=cover_s)
         if check_overflow and maps.overflow is not None and bool(maps.overflow):
             maps = render_driving(verts_s, verts_d, self.faces, size, self.embeds, antialias=self.antialias,
-                                  paint_stretch=self.paint_stretch)
+                                  paint_stretch=self.paint_stretch, cover_s=cover_s)
         return maps
 
     def decode_maps(self, source: SourceEncoding, maps: DrivingMaps) -> GeneratorOutput:

@@ -73,6 +73,7 @@ class EncodedSource:
     verts: torch.Tensor  # (1 or B, V, 3) the source meshes in image space
     encoding: SourceEncoding
     detail: torch.Tensor | None = None  # (1 or B, 3, R, R) the source crops at the photo's resolution (``composite_at``)
+    cover: torch.Tensor | None = None  # (1 or B, 1, S, S) the source meshes' coverage, for the paint mask (``GuidedGenerator.source_coverage``)
 
 
 @dataclass
@@ -188,20 +189,21 @@ class Animator:
         img_s = torch.stack([to_tensor(s.crop) for s in sources]).to(self.device).contiguous(memory_format=torch.channels_last)
         with self.timings.stage("render"):
             verts_s = torch.cat([s.fit.image_vertices(self.flame, [0]) for s in sources])
+            cover = guided.source_coverage(verts_s, (self.size, self.size))
         with self.timings.stage("generate"), self._autocast():
             encoding = guided.encode(img_s, verts_s)
         side = min(self.cfg.detail, round(2 * max(s.box.size for s in sources)))  # 2x: each bilinear resampling blurs less
         detail = None
         if self.checkpoint.generator_config.alpha_blend and side > self.size:
             detail = torch.stack([to_tensor(crop(s.image, s.box, side, border="edge")) for s in sources]).to(self.device)
-        return EncodedSource(guided, verts_s, encoding, detail)
+        return EncodedSource(guided, verts_s, encoding, detail, cover)
 
     @torch.no_grad()
     def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
         """Generated crops (B, R, R, 3) uint8 for frames ``idx`` of ``target`` (R: ``EncodedSource.detail``'s size, else the network's)."""
         with self.timings.stage("render"):
             verts_d = target.image_vertices(self.flame, list(idx))
-            maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size))
+            maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size), cover_s=encoded.cover)
         with self.timings.stage("generate"), self._autocast():
             return self._image(encoded, encoded.guided.decode_maps(encoded.encoding, maps))
 
@@ -242,7 +244,8 @@ class Animator:
         print("building the CUDA graph of render + decode (once per video; --cuda-graph off skips it) ...", flush=True)
         try:
             with self.timings.stage("capture"):
-                return GraphedDecode(encoded.guided, encoded.encoding, encoded.verts, self.cfg.batch_size, self._autocast())
+                return GraphedDecode(encoded.guided, encoded.encoding, encoded.verts, self.cfg.batch_size, self._autocast(),
+                                     cover_s=encoded.cover)
         except RuntimeError as err:
             if self.cfg.cuda_graph == "on":
                 raise

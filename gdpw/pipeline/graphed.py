@@ -21,10 +21,10 @@ from gdpw.model.generator import GeneratorOutput
 
 class GraphedDecode:
     def __init__(self, guided: GuidedGenerator, encoding: SourceEncoding, verts_s: torch.Tensor, batch: int,
-                 autocast: AbstractContextManager[object], warmup: int = 3) -> None:
+                 autocast: AbstractContextManager[object], warmup: int = 3, cover_s: torch.Tensor | None = None) -> None:
         if verts_s.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        self.guided, self.encoding, self.verts_s, self.autocast = guided, encoding, verts_s, autocast
+        self.guided, self.encoding, self.verts_s, self.autocast, self.cover_s = guided, encoding, verts_s, autocast, cover_s
         self.size = (encoding.img_s.shape[2], encoding.img_s.shape[3])
         self.verts_d = verts_s[:1].expand(batch, -1, -1).clone()  # the graph's input buffer
         side = torch.cuda.Stream()
@@ -38,7 +38,7 @@ class GraphedDecode:
             self.out, self.overflow = self._step()
 
     def _step(self) -> tuple[GeneratorOutput, torch.Tensor | None]:
-        maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size, check_overflow=False)
+        maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size, check_overflow=False, cover_s=self.cover_s)
         with self.autocast:
             out = self.guided.decode_maps(self.encoding, maps)
         return out, maps.overflow
@@ -52,7 +52,7 @@ class GraphedDecode:
         self.graph.replay()
         out = self.out
         if self.overflow is not None and bool(self.overflow):  # rare: render this batch the default way
-            maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size)
+            maps = self.guided.driving_guidance(self.verts_s, self.verts_d, self.size, cover_s=self.cover_s)
             with self.autocast:
                 out = self.guided.decode_maps(self.encoding, maps)
         return GeneratorOutput({}, {"x1": out.flows["x1"][:n].clone()}, out.warp_img_s[:n].clone(), out.out_img[:n].clone(),

@@ -83,11 +83,14 @@ def render_driving(
     antialias: bool = False,
     static: bool = False,
     paint_stretch: float = 0.0,
+    cover_s: torch.Tensor | None = None,
 ) -> DrivingMaps:
     """The driving pass: displacement field, driving codes when ``embeds`` are given, the
     driving mesh's coverage (see ``DrivingMaps``). ``antialias`` blends the
     maps across silhouette edges as the official renderer does (``gdpw.render.antialias``).
-    ``paint_stretch`` > 0 also gives the paint mask with that stretch (``paint_mask``)."""
+    ``paint_stretch`` > 0 also gives the paint mask with that stretch (``paint_mask``), from the
+    source mesh's coverage ``cover_s`` (1 or B, 1, H, W) when given (it is the same for every frame
+    of a video), else rasterised here."""
     frags_d = rasterize(verts_d, faces, size, cull)
     attrs_d = displacement_attrs(verts_s, verts_d)
     if embeds is not None:
@@ -97,7 +100,7 @@ def render_driving(
         maps_d = antialias_maps(maps_d, frags_d, verts_d, faces, static=static)
     paint = None
     if paint_stretch > 0:
-        cover_s = rasterize(verts_s, faces, size, cull, static).mask()
+        cover_s = rasterize(verts_s, faces, size, cull, static).mask() if cover_s is None else cover_s.expand(verts_d.shape[0], -1, -1, -1)
         paint = paint_mask(frags_d, cover_s, verts_s, verts_d, faces, paint_stretch)
     return DrivingMaps(maps_d[:, :2], maps_d[:, 2:] if embeds is not None else None, frags_d.mask(), frags_d.overflow, paint)
 
