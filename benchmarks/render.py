@@ -4,7 +4,9 @@ Prints, per batch size, milliseconds per mesh for each pattern: the displacement
 rasterisation of the driving mesh + interpolation), posed neural codes on one mesh, and both
 patterns of a (source, driving) pair, with the ratio to the 10 ms-per-mesh-per-pattern target, and
 the same pair with nvdiffrast-style silhouette antialiasing (what the released checkpoints see), with
-its cost relative to the plain pair.
+its cost relative to the plain pair, and the driving pass of animation (``render_driving``) without and
+with the paint mask of alpha-blending generators (``--paint-stretch``), the source's coverage given
+once per video as the animator does, with its cost relative to the plain driving pass.
 
     python benchmarks/render.py [--size 256] [--repeats 20] [--device cpu]
 """
@@ -17,7 +19,7 @@ import time
 import torch
 
 from gdpw.flame import FLAME, FlameParams, orthographic
-from gdpw.render import interpolate, rasterize, render_guidance
+from gdpw.render import interpolate, rasterize, render_driving, render_guidance
 
 TARGET_MS = 10.0
 
@@ -57,11 +59,15 @@ def main() -> None:
             t_codes = timed(lambda: interpolate(embeds, faces, rasterize(vs, faces, size)), args.repeats) / batch
             t_pair = timed(lambda: render_guidance(vs, vd, faces, size, embeds), args.repeats) / batch
             t_aa = timed(lambda: render_guidance(vs, vd, faces, size, embeds, antialias=True), args.repeats) / batch
+            cover = rasterize(vs, faces, size).mask()
+            t_drv = timed(lambda: render_driving(vs, vd, faces, size, embeds), args.repeats) / batch
+            t_paint = timed(lambda: render_driving(vs, vd, faces, size, embeds, paint_stretch=1.5, cover_s=cover), args.repeats) / batch
         print(
             f"batch {batch}: displacement field {t_disp:.2f} ms/mesh ({TARGET_MS / t_disp:.2f}x target), "
             f"neural codes {t_codes:.2f} ms/mesh ({TARGET_MS / t_codes:.2f}x target), "
             f"both patterns of a pair {t_pair:.2f} ms/pair ({2 * TARGET_MS / t_pair:.2f}x target), "
-            f"antialiased {t_aa:.2f} ms/pair ({t_aa / t_pair:.2f}x the plain pair, {2 * TARGET_MS / t_aa:.2f}x target)"
+            f"antialiased {t_aa:.2f} ms/pair ({t_aa / t_pair:.2f}x the plain pair, {2 * TARGET_MS / t_aa:.2f}x target); "
+            f"driving pass {t_drv:.2f} ms/frame, with the paint mask {t_paint:.2f} ms/frame ({t_paint / t_drv:.2f}x)"
         )
 
 
