@@ -241,8 +241,9 @@ def test_render_command_writes_pictures(tmp_path: Path, capsys) -> None:
 
 
 def test_static_path_gives_the_same_fragments_and_maps_without_waiting_on_the_device() -> None:
-    """The fixed-shape rasteriser (for CUDA graphs) equals the default one exactly, antialiasing and
-    gradients included; it traces as one graph where the default path cannot; overflow is reported."""
+    """The fixed-shape rasteriser (for CUDA graphs) equals the default one exactly, antialiasing,
+    gradients and the paint mask included; it traces as one graph where the default path cannot;
+    overflow is reported."""
     flame = FLAME()
     g = torch.Generator().manual_seed(3)
     cam = torch.tensor([[7.0, 0.0, 0.02]]).expand(2, 3)
@@ -272,5 +273,13 @@ def test_static_path_gives_the_same_fragments_and_maps_without_waiting_on_the_de
         return render_guidance(vs, vd, faces, (32, 32), embeds.detach(), antialias=True).codes_d
 
     assert torch.equal(torch.compile(static_maps, fullgraph=True, backend="eager")(vs, vd), default_maps(vs, vd))
+    cover = rasterize(vs, faces, (32, 32)).mask()  # once per video, outside the graph
+
+    def static_paint(vs: torch.Tensor, vd: torch.Tensor) -> torch.Tensor | None:  # the paint mask too
+        return render_driving(vs, vd, faces, (32, 32), static=True, paint_stretch=1.5, cover_s=cover).paint
+
+    expected = render_driving(vs, vd, faces, (32, 32), paint_stretch=1.5).paint
+    assert expected is not None and 0 < expected.mean() < 1
+    assert torch.equal(torch.compile(static_paint, fullgraph=True, backend="eager")(vs, vd), expected)
     with pytest.raises(Exception, match="data-dependent"):
         torch.compile(default_maps, fullgraph=True, backend="eager")(vs, vd)
