@@ -109,7 +109,7 @@ def transfer_motion(source: FlameSequence, driving: FlameSequence, motion: Motio
     if lids:
         idx = list(lids)
         open_s, open_d = 1 - source.expression[:1, idx], 1 - driving.expression[:, idx]
-        open_d0 = (1 - driving.expression[:1, idx]).clamp_min(LID_MIN_REFERENCE)  # a first frame mid-blink
+        open_d0 = open_d[:1].clamp_min(LID_MIN_REFERENCE)  # a first frame mid-blink
         expression[:, idx] = 1 - open_s * open_d / open_d0
     cam = moved("camera")
     cam[:, 0] = source.camera[0, 0] * driving.camera[:, 0] / driving.camera[0, 0]
