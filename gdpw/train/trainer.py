@@ -1,8 +1,9 @@
 """The training loop, separate from the networks (in the style of NVlabs' stylegan3/edm).
 
 One step: render the guidance patterns of a (source, driving) batch from its FLAME vertices
-(with the generator's learnable per-vertex codes), run the generator, update it with
-L1 + perceptual + warp + GAN + feature-matching losses, then update the discriminator.
+(with the generator's learnable per-vertex codes), run the generator, update it with the recipe's
+losses (``gdpw.train.losses``; by default the official objective), then update the discriminator
+(``gdpw.train.step``).
 
 Runs resume exactly: pairs are a pure function of (seed, sample index), and the checkpoint holds
 the networks, optimisers, schedulers, step and RNG states. Checkpoints are written atomically.
@@ -23,14 +24,15 @@ import torch
 from torch import nn
 
 from gdpw.common.errors import ConfigError, DatasetError
-from gdpw.data import GdpwClipSource, OfficialClipSource, PairDataset, PairSamplerConfig, mirror_map
+from gdpw.data import GdpwClipSource, OfficialClipSource, PairDataset, PairSamplerConfig, load_mirror_map, mirror_map
 from gdpw.flame import FLAME
 from gdpw.model import Generator, GuidedGenerator, MultiScaleDiscriminator
 from gdpw.model.checkpoint import Checkpoint, load_checkpoint, load_state, save_checkpoint
 from gdpw.render.visualize import save_png
 
 from .config import TrainConfig
-from .losses import PerceptualLoss, VGG19Features, feature_matching, gan_loss_d, gan_loss_g, warp_loss
+from .losses import VGG19Features
+from .step import TrainStep, build_objective
 
 
 def seed_everything(seed: int) -> None:
@@ -98,8 +100,8 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.gen = self.gen.to(memory_format=self.memory_format)
         lc = cfg.loss
-        self.use_gan = lc.gan > 0 or lc.feature_matching > 0
-        self.disc = MultiScaleDiscriminator(cfg.discriminator).to(self.device, memory_format=self.memory_format) if self.use_gan else None
+        self.disc = (MultiScaleDiscriminator(cfg.discriminator).to(self.device, memory_format=self.memory_format)
+                     if lc.uses_discriminator else None)
         oc = cfg.optim
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=oc.lr, betas=oc.betas)
         self.sched_g = step_decay(self.opt_g, oc.milestones, oc.gamma)
@@ -107,10 +109,10 @@ class Trainer:
         if self.disc is not None:
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=oc.lr, betas=oc.betas)
             self.sched_d = step_decay(self.opt_d, oc.milestones, oc.gamma)
-        self.perceptual: PerceptualLoss | None = None
-        if lc.perceptual > 0:
+        self.vgg: VGG19Features | None = None
+        if lc.uses_vgg:
             vgg = VGG19Features() if lc.random_vgg else VGG19Features.from_torchvision_file(lc.vgg_weights or "vgg19-dcbbb9bb.pth")
-            self.perceptual = PerceptualLoss(vgg, lc.perceptual_levels).to(self.device)
+            self.vgg = vgg.to(self.device)
 
         self.step = 0
         self.skipped = 0
@@ -123,6 +125,8 @@ class Trainer:
             if self.disc is not None:
                 self.disc, self.opt_d = rest
         self.guided = GuidedGenerator(self.gen, self.flame.faces.to(self.device), antialias=cfg.antialias)
+        self.step_fn = TrainStep(build_objective(lc, _unwrap(self.gen), self.disc, self.vgg), self.disc, self.opt_g, self.opt_d,
+                                 cfg.generator.warp_convention, self._backward, self._autocast)
         if resume and self.ckpt_path.exists():
             self.load(self.ckpt_path)
         elif cfg.init is not None:
@@ -146,7 +150,9 @@ class Trainer:
         else:
             source = OfficialClipSource(dc.roots[0], dc.split)
         aug = PairSamplerConfig(flip_prob=dc.flip_prob, jitter=dc.jitter, hue=dc.hue)
-        mirror = mirror_map(self.flame.v_template) if dc.flip_prob > 0 else None
+        mirror = None
+        if dc.flip_prob > 0:
+            mirror = load_mirror_map(dc.flip_mapping, self.flame.num_verts) if dc.flip_mapping else mirror_map(self.flame.v_template)
         length = self.cfg.steps * self.cfg.batch_size * self.world_size
         return PairDataset(source, length=length, seed=self.cfg.seed, aug=aug, mirror=mirror)
 
@@ -160,6 +166,7 @@ class Trainer:
                                f"has {self.flame.num_verts}; use the FLAME model it was made with")
         if cfg.generator.uses_codes and cfg.generator.num_verts != self.flame.num_verts:
             raise ConfigError(f"generator.num_verts is {cfg.generator.num_verts} but the FLAME model has {self.flame.num_verts}")
+        cfg.check_image_size(int(source.image_size))
         return int(source.image_size)
 
     @property
@@ -196,49 +203,17 @@ class Trainer:
             loss.backward()
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        lc = self.cfg.loss
-        gen_cfg = self.cfg.generator
+        """One optimisation step on ``batch``; the weighted loss terms and totals."""
         img_s = batch["img_s"].to(self.device, memory_format=self.memory_format)
         img_d = batch["img_d"].to(self.device, memory_format=self.memory_format)
-
-        with self._autocast():
-            out = self.guided(img_s, batch["verts_s"].to(self.device), batch["verts_d"].to(self.device))
-            losses: dict[str, torch.Tensor] = {}
-            losses["l1"] = (out.rec_img_d - img_d).abs().mean() * lc.l1
-            if lc.warp > 0:
-                losses["warp"] = warp_loss(img_s, img_d, out.flows, gen_cfg.warp_convention) * lc.warp
-            if self.perceptual is not None:
-                losses["perceptual"] = self.perceptual(out.rec_img_d, img_d) * lc.perceptual
-            if self.disc is not None:
-                self.disc.requires_grad_(False)
-                fake_feats, fake_logits = self.disc(out.rec_img_d)
-                if lc.gan > 0:
-                    losses["gan_g"] = gan_loss_g(fake_logits, lc.gan_mode) * lc.gan
-                if lc.feature_matching > 0:
-                    with torch.no_grad():
-                        real_feats, _ = self.disc(img_d)
-                    losses["feature_matching"] = feature_matching(real_feats, fake_feats) * lc.feature_matching
-            total_g = sum(losses.values())
-        self.opt_g.zero_grad(set_to_none=True)
-        self._backward(total_g)  # type: ignore[arg-type]
-        self.opt_g.step()
+        verts_s, verts_d = batch["verts_s"].to(self.device), batch["verts_d"].to(self.device)
+        result = self.step_fn(img_s, img_d, lambda: self.guided(img_s, verts_s, verts_d))
         self.sched_g.step()
-
-        if self.disc is not None and self.opt_d is not None and self.sched_d is not None:
-            self.disc.requires_grad_(True)
-            with self._autocast():
-                _, real_logits = self.disc(img_d)
-                _, fake_logits = self.disc(out.rec_img_d.detach())
-                loss_d = gan_loss_d(real_logits, fake_logits, lc.gan_mode)  # loss.gan weighs the generator's side
-            self.opt_d.zero_grad(set_to_none=True)
-            self._backward(loss_d)
-            self.opt_d.step()
+        if self.sched_d is not None and result.d is not None:
             self.sched_d.step()
-            losses["d"] = loss_d
+        out = result.out
         self.last_images = (img_s[:4], img_d[:4], out.warp_img_s[:4].detach(), out.rec_img_d[:4].detach())
-        stats = {k: float(v.detach()) for k, v in losses.items()}
-        stats["total_g"] = float(total_g.detach())  # type: ignore[union-attr]
-        return stats
+        return result.stats()
 
     # -- loop --------------------------------------------------------------------------------
     def run(self, max_steps: int | None = None, progress: bool = True) -> None:
