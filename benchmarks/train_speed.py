@@ -5,7 +5,7 @@ steps/s and the hours a 270k-step run would take. VGG is randomly initialised (t
 the data are synthetic heads rendered into a temporary folder first.
 
     python benchmarks/train_speed.py [--size 256] [--batch 16] [--steps 20]
-    python benchmarks/train_speed.py --size 128 --batch 1 --steps 1     # a quick run on a CPU (VGG needs >= 128 px)
+    python benchmarks/train_speed.py --size 256 --batch 1 --steps 1     # a quick run on a CPU (the warp loss runs VGG on the 16-px coarsest flow: 256 px at 6 levels)
 """
 
 from __future__ import annotations
