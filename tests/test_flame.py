@@ -15,6 +15,8 @@ from gdpw.flame import DEMO_HEAD, FLAME, FlameFileError, FlameParams, load_flame
 from gdpw.flame.lbs import batch_rodrigues
 from scripts.build_demo_head import build_demo_head
 
+from .helpers import Payload
+
 
 @pytest.fixture(scope="module")
 def flame() -> FLAME:
@@ -202,6 +204,52 @@ def test_pickle_with_foreign_code_is_refused(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"v_template": Evil()}, protocol=2))
     with pytest.raises(FlameFileError, match="unexpected object"):
         load_flame(path)
+
+
+def test_landmark_embedding_payloads_are_refused_and_real_formats_load(tmp_path: Path) -> None:
+    """DECA's landmark_embedding.npy (an object array holding a dict of arrays) and FLAME's
+    flame_static_embedding.pkl / flame_dynamic_embedding.npy load through the restricted unpickler;
+    a payload in any of them is refused before it runs, and an unnamed file beside them is never read."""
+    marker = tmp_path / "ran"
+    faces, bary = np.arange(51, dtype=np.int64), np.full((51, 3), 1 / 3)
+    dyn_faces, dyn_bary = np.zeros((79, 17), np.int64), np.full((79, 17, 3), 1 / 3)
+    deca = {"static_lmk_faces_idx": faces, "static_lmk_bary_coords": bary,
+            "dynamic_lmk_faces_idx": dyn_faces, "dynamic_lmk_bary_coords": dyn_bary}
+    np.save(tmp_path / "landmark_embedding.npy", np.array(deca, dtype=object))
+    assert load_landmark_embedding(tmp_path / "landmark_embedding.npy").faces.shape == (68,)
+    (tmp_path / "static.pkl").write_bytes(pickle.dumps({"lmk_face_idx": faces, "lmk_b_coords": bary}, protocol=5))
+    np.save(tmp_path / "flame_dynamic_embedding.npy", np.array({"lmk_face_idx": dyn_faces, "lmk_b_coords": dyn_bary}, dtype=object))
+    assert load_landmark_embedding(tmp_path / "static.pkl", tmp_path / "flame_dynamic_embedding.npy").faces.shape == (68,)
+
+    np.save(tmp_path / "evil.npy", np.array({**deca, "x": Payload(marker)}, dtype=object))
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"lmk_face_idx": Payload(marker)}, protocol=2))
+    np.save(tmp_path / "evil_list.npy", np.array([Payload(marker)], dtype=object))
+    for path in ("evil.npy", "evil.pkl", "evil_list.npy"):
+        with pytest.raises(FlameFileError, match="refusing"):
+            load_landmark_embedding(tmp_path / path)
+    with pytest.raises(FlameFileError, match="refusing"):
+        load_landmark_embedding(tmp_path / "static.pkl", tmp_path / "evil.npy")
+    # a payload beside a harmless static embedding, under the name FLAME's release gives its dynamic file
+    np.save(tmp_path / "flame_dynamic_embedding.npy", np.array({"lmk_face_idx": Payload(marker)}, dtype=object))
+    assert load_landmark_embedding(tmp_path / "static.pkl").faces.shape == (51,)
+    with pytest.raises(FlameFileError, match="goes with"):
+        load_landmark_embedding(tmp_path / "landmark_embedding.npy", tmp_path / "static.pkl")
+    assert not marker.exists()
+
+
+def test_landmark_embedding_flag_refuses_a_payload_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gdpw.cli.main import main
+
+    marker = tmp_path / "ran"
+    np.save(tmp_path / "evil.npy", np.array({"lmk_face_idx": Payload(marker)}, dtype=object))
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "in.png")
+    assert main(["fit", "--input", str(tmp_path / "in.png"), "--landmark-embedding", str(tmp_path / "evil.npy"),
+                 "-o", str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refusing" in err[0], err
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.9])

@@ -223,7 +223,8 @@ def test_flames_own_static_and_dynamic_embeddings_make_the_same_68_points(path: 
     assert alone.faces.shape == (51,) and alone.dynamic_faces is None
     np.save(tmp_path / "flame_dynamic_embedding.npy", {"lmk_face_idx": emb["dynamic_lmk_faces_idx"],
                                                       "lmk_b_coords": emb["dynamic_lmk_bary_coords"]})
-    both = load_landmark_embedding(tmp_path / "flame_static_embedding.pkl")
+    assert load_landmark_embedding(tmp_path / "flame_static_embedding.pkl").dynamic_faces is None  # only named files are read
+    both = load_landmark_embedding(tmp_path / "flame_static_embedding.pkl", tmp_path / "flame_dynamic_embedding.npy")
     np.save(tmp_path / "deca.npy", {k: v for k, v in emb.items() if not k.startswith("full")})
     deca = load_landmark_embedding(tmp_path / "deca.npy")
     for a, b in ((both.faces, deca.faces), (both.bary, deca.bary), (both.dynamic_faces, deca.dynamic_faces)):

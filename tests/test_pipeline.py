@@ -248,9 +248,10 @@ def test_preprocess_videos_into_a_dataset(tmp_path: Path, capsys) -> None:
     write_video(videos / "00001.mp4", clip.images, 10.0)
     (videos / "00002.mp4").write_bytes(b"not a video")
     out = tmp_path / "ds"
-    assert main(["preprocess", str(tmp_path / "vox"), "-o", str(out), "--size", "64"]) == 0
+    assert main(["preprocess", str(tmp_path / "vox"), "-o", str(out), "--size", "64"]) == 2  # one bad video
     text = capsys.readouterr().out
     assert "1 clips (6 frames)" in text and "skipped" in text and "00002.mp4" in text
+    assert "00002.mp4" in (out / "failures.txt").read_text()
     _, clips = read_index(out)
     assert clips[0].identity == "id001" and clips[0].frames == 6
     pair = PairDataset(GdpwClipSource([out]), length=2, seed=0)[0]
@@ -262,8 +263,16 @@ def test_preprocess_videos_into_a_dataset(tmp_path: Path, capsys) -> None:
     assert 0.05 < mask.mean() < 0.8
     shard = out / "clips" / "id001__vid01__00001.npz"
     before = shard.stat().st_mtime_ns
+    (videos / "00002.mp4").unlink()
     assert main(["preprocess", str(tmp_path / "vox"), "-o", str(out), "--size", "64"]) == 0  # resumes
-    assert shard.stat().st_mtime_ns == before
+    assert shard.stat().st_mtime_ns == before and not (out / "failures.txt").exists()
+    capsys.readouterr()
+    # another size for the same dataset is refused before any work
+    assert main(["preprocess", str(tmp_path / "vox"), "-o", str(out), "--size", "32"]) == 2
+    assert "--size 64" in _one_line_error(capsys, "preprocess")
+    assert shard.stat().st_mtime_ns == before and read_index(out)[0]["image_size"] == 64
+    assert main(["preprocess", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 2
+    assert "missing" in _one_line_error(capsys, "preprocess")
 
 
 def test_fit_command_on_a_video(driving_video: Path, tmp_path: Path, capsys) -> None:
@@ -587,9 +596,9 @@ def test_web_ui_animates_from_a_motion_file(astronaut: Path, driving_video: Path
     assert main(["fit", "--input", str(driving_video), "-o", str(motion), "--max-frames", "4"]) == 0
     state = AppState({"demo": None}, AnimateConfig())
     try:
-        out = run_animation(state, np.asarray(Image.open(astronaut)), None, str(motion), "demo", "auto", False)
+        out, note = run_animation(state, np.asarray(Image.open(astronaut)), None, str(motion), "demo", "auto", False)
         frames, info = read_video(out)
-        assert frames.shape[0] == 4 and info.fps == pytest.approx(10.0)
+        assert frames.shape[0] == 4 and info.fps == pytest.approx(10.0) and note is None
     finally:
         state.close()
 

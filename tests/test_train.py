@@ -187,6 +187,35 @@ def test_resume_after_kill_continues_with_the_same_losses(tiny_data: Path, tmp_p
         assert after[step] == reference[step], f"step {step}: {after[step]} != {reference[step]}"
 
 
+def test_a_lost_last_checkpoint_resumes_from_the_previous_one(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    from gdpw.common.errors import CheckpointError
+
+    out = tmp_path / "run"
+    Trainer(tiny_config(tiny_data, out, steps=6), resume=False).run(progress=False)
+    ckpts = out / "checkpoints"
+    last, previous = ckpts / "last.pt", ckpts / "previous.pt"
+    steps = {p.name: torch.load(p, weights_only=True)["train_state"]["step"] for p in (last, previous)}
+    assert steps == {"last.pt": 6, "previous.pt": 3}
+    # a kill while writing: a half-written last.pt and a temporary file left behind
+    last.write_bytes(last.read_bytes()[:1000])
+    stale = ckpts / ".last.abc123.part.pt"
+    stale.write_bytes(b"")
+    resumed = Trainer(tiny_config(tiny_data, out, steps=6))
+    assert resumed.step == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"resuming from {previous} at step 3: {last} is not a readable") and "\n" not in err
+    resumed.run(progress=False)
+    assert not stale.exists()
+    # the unreadable last.pt did not replace the good previous.pt
+    assert torch.load(previous, weights_only=True)["train_state"]["step"] == 3
+    assert torch.load(last, weights_only=True)["train_state"]["step"] == 6
+    # both lost: one line that says how to start over
+    last.write_bytes(b"junk")
+    previous.unlink()
+    with pytest.raises(CheckpointError, match="previous.pt is missing.*--fresh"):
+        Trainer(tiny_config(tiny_data, out, steps=6))
+
+
 def test_accelerate_engine_runs_the_same_steps(tiny_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("accelerate")
     plain = tmp_path / "plain"

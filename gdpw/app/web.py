@@ -5,6 +5,7 @@ It drives the same ``Animator`` and ``AnimateConfig`` as the command line.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
 import uuid
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from gdpw.common.images import fit_within
+from gdpw.data.video import MAX_IMAGE_SIDE
 from gdpw.pipeline import AnimateConfig, Animator, EditSpec, apply_edit
 from gdpw.pipeline.live import LiveConfig, LiveSession
 
@@ -33,6 +36,14 @@ class AppState:
         self._live_locks: dict[str, threading.Lock] = {}  # one live frame at a time per animator
         self._tmp = tempfile.TemporaryDirectory(prefix="gdpw_app_")
         self.workdir = Path(self._tmp.name)
+        self._results: list[Path] = []
+
+    def new_result(self) -> Path:
+        """A fresh result path; the oldest results beyond ``MAX_RESULTS`` are deleted (served already)."""
+        self._results.append(self.workdir / f"result_{uuid.uuid4().hex[:12]}.mp4")
+        while len(self._results) > MAX_RESULTS:
+            self._results.pop(0).unlink(missing_ok=True)
+        return self._results[-1]
 
     def animator(self, label: str) -> Animator:
         if label not in self._animators:
@@ -78,26 +89,45 @@ def demo_assets(folder: Path) -> tuple[np.ndarray, str]:
     return source, str(video)
 
 
+MAX_FRAMES = 300  # frames of a driving video or motion file animated per request
+MAX_RESULTS = 8  # results kept in the session's folder (Gradio serves its own copy)
+MAX_UPLOAD = "200mb"  # largest upload Gradio accepts
+
+
 def run_animation(state: AppState, source: np.ndarray, driving: str | None, motion_file: str | None, label: str,
-                  motion: str, side_by_side: bool) -> Path:
-    """The page's Animate button: a portrait driven by a video or by a motion file; the result's path."""
+                  motion: str, side_by_side: bool) -> tuple[Path, str | None]:
+    """The page's Animate button: a portrait driven by a video or by a motion file; the result's
+    path and a note for the page when the driver was cut to ``MAX_FRAMES``."""
     from gdpw.data.video import read_video, write_video
     from gdpw.flame import load_motion
 
     animator = state.animator(label)
     mode = None if motion == "auto" else motion
-    image = np.ascontiguousarray(source[..., :3])
-    out = state.workdir / f"result_{len(list(state.workdir.glob('result_*')))}.mp4"
+    image = fit_within(np.ascontiguousarray(source[..., :3]), MAX_IMAGE_SIDE)
+    out = state.new_result()
     if motion_file:
         clip = load_motion(motion_file, animator.flame)
+        cut, fps = len(clip.params) > MAX_FRAMES, clip.fps
+        clip.params = clip.params.select(slice(0, MAX_FRAMES))
         result = animator.animate_motion(image, clip, motion=mode)  # type: ignore[arg-type]
         write_video(out, result.frames, clip.fps)
     else:
         assert driving is not None
-        frames, info = read_video(driving, max_frames=300)
+        frames, info = read_video(driving, max_frames=MAX_FRAMES + 1)
+        cut, fps, frames = len(frames) > MAX_FRAMES, info.fps, frames[:MAX_FRAMES]
         result = animator.animate(image, list(frames), fps=info.fps, motion=mode, side_by_side=side_by_side)  # type: ignore[arg-type]
         write_video(out, result.frames, info.fps, audio_from=driving if info.has_audio else None)
-    return out
+    note = f"The driver was cut to its first {MAX_FRAMES} frames ({MAX_FRAMES / fps:.1f} s); gdpw animate has no limit." if cut else None
+    return out, note
+
+
+SERVER_PATH = re.compile(r"(?:/[^/\s:'\"(),]+)+/([^/\s:'\"(),]+)")  # an absolute path; group 1: its last part
+
+
+def public_message(err: BaseException) -> str:
+    """An error as one line for the page: its type and text, server paths shown as file names."""
+    text = SERVER_PATH.sub(r"\1", " ".join(str(err).split()))
+    return f"{type(err).__name__}: {text}"
 
 
 def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = None,
@@ -118,9 +148,12 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
             raise gr.Error("Upload a portrait and a driving video or motion file (or press 'Use the demo assets').")
         try:
             progress(0.2, desc="fitting and generating")
-            return str(run_animation(state, source, driving, motion_file, label, motion, side))
+            out, note = run_animation(state, source, driving, motion_file, label, motion, side)
         except Exception as err:  # shown to the user as one line, whatever failed
-            raise gr.Error(f"{type(err).__name__}: {err}") from None
+            raise gr.Error(public_message(err)) from None
+        if note:
+            gr.Warning(note)
+        return str(out)
 
     def edit(source: np.ndarray | None, label: str, yaw: float, pitch: float, roll: float, jaw: float,
              *expression: float) -> np.ndarray:
@@ -128,11 +161,11 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
             raise gr.Error("Upload a portrait (or press 'Use the demo assets').")
         try:
             animator = state.animator(label)
-            src = animator.prepare_source(np.ascontiguousarray(source[..., :3]))
+            src = animator.prepare_source(fit_within(np.ascontiguousarray(source[..., :3]), MAX_IMAGE_SIDE))
             spec = EditSpec(yaw=yaw, pitch=pitch, roll=roll, jaw=jaw, expression={i: v for i, v in enumerate(expression)})
             return animator.animate_fit(src, apply_edit(src.fit, spec, convention=animator.recipe)).frames[0]
         except Exception as err:  # shown to the user as one line, whatever failed
-            raise gr.Error(f"{type(err).__name__}: {err}") from None
+            raise gr.Error(public_message(err)) from None
 
     def live_step(portrait: np.ndarray | None, frame: np.ndarray | None, label: str,
                   stream_id: str | None) -> tuple[Any, Any, str]:
@@ -162,7 +195,9 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
     # Gradio keeps its own copies of uploads and results: drop those older than an hour, hourly
     with gr.Blocks(title="gdpw: one-shot face animation", delete_cache=(3600, 3600)) as app:
         gr.Markdown("# gdpw — geometry-driven progressive warping\nUpload a portrait and a driving video (or a motion file), "
-                    "or use the built-in demo head.")
+                    f"or use the built-in demo head. Uploads up to {MAX_UPLOAD.upper()}; portraits are used at up to "
+                    f"{MAX_IMAGE_SIDE} pixels a side and drivers for their first {MAX_FRAMES} frames "
+                    "(the command line, `gdpw animate`, has no frame limit).")
         label = gr.Dropdown(labels, value=labels[0], label="Checkpoint (guidance)", elem_id="checkpoint")
         with gr.Tabs(selected="live" if live_portrait is not None else "animate"):
             with gr.Tab("Animate", id="animate", elem_id="animate-tab"):

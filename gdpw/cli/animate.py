@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import replace
 from functools import partial
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gdpw.cli.errors import user_message
 from gdpw.common.background import Background
-from gdpw.common.errors import UsageError
+from gdpw.common.errors import GdpwError, UsageError
+from gdpw.common.files import atomic_write, check_output
 from gdpw.flame.motion import is_motion_file, load_motion, save_motion
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -122,10 +125,11 @@ def _is_image(path: Path) -> bool:
 def cmd_animate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from gdpw.data.video import read_image, read_video, write_video
+    from gdpw.data.video import read_image, read_video
     from gdpw.pipeline import Animator
 
     src = Path(args.source)
+    _check_max_frames(args)
     if src.is_file() and not _is_image(src):
         return _animate_video(args)
     if args.keep_source_pose:
@@ -133,6 +137,19 @@ def cmd_animate(args: argparse.Namespace) -> None:
     sources = sorted(p for p in src.iterdir() if _is_image(p)) if src.is_dir() else [src]
     if not sources:
         raise UsageError(f"no images in {src}")
+    image_out = _is_image(Path(args.driving))
+    if src.is_dir():
+        check_output(args.output, [args.source, args.driving], folder=True)
+        outputs = [Path(args.output) / f"{p.stem}{'.png' if image_out else '.mp4'}" for p in sources]
+    else:
+        outputs = [check_output(args.output, [args.source, args.driving])]
+        if image_out and not _is_image(outputs[0]):
+            raise UsageError("a driving image gives an image: name the output .png or .jpg")
+        if not image_out and outputs[0].suffix.lower() != ".mp4":
+            raise UsageError(f"the output is a video: name it .mp4, not {outputs[0].name}")
+    for out in outputs:
+        check_output(out, [*sources, args.driving])
+    failed: list[str] = []
     with Animator(_config(args)) as animator:
         t0 = time.perf_counter()
         motion_file = load_motion(args.driving, animator.flame) if is_motion_file(args.driving) else None
@@ -141,37 +158,54 @@ def cmd_animate(args: argparse.Namespace) -> None:
                 raise UsageError("--side-by-side needs a driving video (a motion file has no frames)")
             motion_file.params = motion_file.params.select(slice(0, args.max_frames))
             fps, audio = motion_file.fps, None
-        elif _is_image(Path(args.driving)):
+        elif image_out:
             driving, fps, audio = read_image(args.driving)[None], 25.0, None
-            if not _is_image(Path(args.output)) and not src.is_dir():
-                raise UsageError("a driving image gives an image: name the output .png or .jpg")
         else:
             driving, info = read_video(args.driving, args.max_frames)
             fps, audio = info.fps, (args.driving if info.has_audio else None)
         decode = time.perf_counter() - t0
-        for path in tqdm(sources, desc="animate", unit="source", disable=len(sources) == 1):
-            out = Path(args.output) / f"{path.stem}.mp4" if src.is_dir() else Path(args.output)
+        for path, out in tqdm(list(zip(sources, outputs)), desc="animate", unit="source", disable=len(sources) == 1):
             start = time.perf_counter()
-            if motion_file is not None:
-                batches = animator.animate_motion_stream(read_image(path), motion_file, motion=args.motion,
-                                                         all_faces=args.all_faces)
-            else:
-                batches = animator.animate_stream(read_image(path), list(driving), fps=fps, motion=args.motion,
-                                                  side_by_side=args.side_by_side, all_faces=args.all_faces)
-            if _is_image(Path(args.driving)):
-                out = out.with_suffix(".png") if src.is_dir() else out
-                frames, _ = next(iter(batches))
-                n = len(frames)
-                _save_image(frames, out)
-            else:  # the video is encoded on a thread while this one generates the next batch
-                with Background(partial(write_video, out, fps=fps, audio_from=audio)) as writer:
-                    for frames, _ in batches:
-                        writer.put_all(frames)
-                n = writer.result
+            try:
+                n = _animate_one(animator, read_image(path), out, args, motion_file, None if motion_file else driving, fps, audio)
+            except GdpwError as err:
+                if not src.is_dir():
+                    raise
+                message = user_message(err)
+                failed.append(message if str(path) in message else f"{path.name}: {message}")
+                tqdm.write(f"skipped {failed[-1]}")
+                continue
             wall = time.perf_counter() - start
             print(f"wrote {out}: {n} frames at {fps:g} fps")
             if args.profile:
                 _print_profile({"decode": decode, **animator.timings}, n, decode + wall)
+    if failed:
+        raise UsageError(f"{len(failed)} of {len(sources)} portraits failed, the others were written: " + "; ".join(failed))
+
+
+def _animate_one(animator, image: np.ndarray, out: Path, args: argparse.Namespace, motion_file, driving,  # type: ignore[no-untyped-def]
+                 fps: float, audio: str | None) -> int:
+    """One portrait driven by ``motion_file`` or the ``driving`` frames, written to ``out``; its frame count."""
+    from gdpw.data.video import write_video
+
+    if motion_file is not None:
+        batches = animator.animate_motion_stream(image, motion_file, motion=args.motion, all_faces=args.all_faces)
+    else:
+        batches = animator.animate_stream(image, list(driving), fps=fps, motion=args.motion,
+                                          side_by_side=args.side_by_side, all_faces=args.all_faces)
+    if _is_image(out):
+        frames, _ = next(iter(batches))
+        _save_image(frames, out)
+        return len(frames)
+    with Background(partial(write_video, out, fps=fps, audio_from=audio)) as writer:  # encoded beside the generation
+        for frames, _ in batches:
+            writer.put_all(frames)
+    return writer.result
+
+
+def _check_max_frames(args: argparse.Namespace) -> None:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise UsageError(f"--max-frames must be at least 1, got {args.max_frames}")
 
 
 def _print_profile(timings: dict[str, float], n: int, wall: float) -> None:
@@ -192,8 +226,9 @@ def _animate_video(args: argparse.Namespace) -> None:
 
     if args.all_faces:
         raise UsageError("--all-faces takes a group photo, not a video, as --source")
-    if _is_image(Path(args.output)):
+    if Path(args.output).suffix.lower() != ".mp4":
         raise UsageError("a video source gives a video: name the output .mp4")
+    check_output(args.output, [args.source, args.driving])
     source, info = read_video(args.source, args.max_frames)
     with Animator(_config(args)) as animator:
         driving_frames = None
@@ -225,28 +260,35 @@ def _edit_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _save_image(frames: np.ndarray, path: Path) -> None:
-    from PIL import Image
+    from gdpw.render.visualize import save_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(frames[0]).save(path)
+    save_image(frames[0], path)
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
     from gdpw.data.video import read_image, write_video
-    from gdpw.pipeline import Animator, apply_edit, sweep
+    from gdpw.pipeline import Animator, apply_edit, parse_sweep, sweep
 
     spec = _edit_spec(args)
+    out = check_output(args.output, [args.source, args.json, args.save_motion])
+    swept = parse_sweep(args.sweep) if args.sweep else None
+    if swept is not None and out.suffix.lower() != ".mp4":
+        raise UsageError(f"a sweep writes a video: name the output .mp4, not {out.name}")
+    if swept is None and not _is_image(out):
+        raise UsageError(f"a single edit writes an image: name the output .png or .jpg, not {out.name} (a video needs --sweep)")
+    if args.save_motion is not None:
+        check_output(args.save_motion, [args.source, args.json, args.output])
+    if not (math.isfinite(args.fps) and 0 < args.fps <= 240):
+        raise UsageError(f"--fps must be within (0, 240], got {args.fps}")
     with Animator(_config(args)) as animator:
         source = animator.prepare_source(read_image(args.source))
-        out = Path(args.output)
-        if args.sweep:
-            name, start, stop, steps = args.sweep.split(":")
-            target = sweep(source.fit, spec, name, float(start), float(stop), int(steps), animator.recipe)
-            n = write_video(out, animator.animate_fit(source, target).frames, args.fps)
+        if swept is not None:
+            name, start, stop, steps = swept
+            target = sweep(source.fit, spec, name, start, stop, steps, animator.recipe)
+            batches = animator.animate_fit_stream(source, target)
+            n = write_video(out, (frame for frames, _ in batches for frame in frames), args.fps)
             print(f"wrote {out}: {n}-frame {name} sweep")
         else:
-            if out.suffix.lower() == ".mp4":
-                raise UsageError("an .mp4 output needs --sweep; give an image path for a single edit")
             target = apply_edit(source.fit, spec, convention=animator.recipe)
             _save_image(animator.animate_fit(source, target).frames, out)
             print(f"wrote {out}")
@@ -259,10 +301,13 @@ def cmd_frontalize(args: argparse.Namespace) -> None:
     from gdpw.data.video import read_image
     from gdpw.pipeline import Animator, EditSpec, apply_edit
 
+    out = check_output(args.output, [args.source])
+    if not _is_image(out):
+        raise UsageError(f"frontalize writes an image: name the output .png or .jpg, not {out.name}")
     with Animator(_config(args)) as animator:
         source = animator.prepare_source(read_image(args.source))
         front = apply_edit(source.fit, EditSpec(frontalize=True), convention=animator.recipe)
-        _save_image(animator.animate_fit(source, front).frames, Path(args.output))
+        _save_image(animator.animate_fit(source, front).frames, out)
         print(f"wrote {args.output}")
 
 
@@ -274,6 +319,12 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from gdpw.flame import HeadConfig
 
     path = Path(args.input)
+    _check_max_frames(args)
+    out = check_output(args.output, [args.input, args.preview])
+    if args.preview is not None:
+        check_output(args.preview, [args.input, args.output])
+        if not _is_image(Path(args.preview)):
+            raise UsageError(f"--preview writes an image: name it .png or .jpg, not {args.preview}")
     head = from_args(HeadConfig, args)
     flame = head.load()
     with FaceTracker(flame, from_args(TrackConfig, args), blendshapes=head.load_blendshapes()) as tracker:
@@ -284,12 +335,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
             frames, info = read_video(path, args.max_frames)
             track, first = tracker.track(list(frames), info.fps), frames[0]
     fit = track.params
-    out = Path(args.output)
     if is_motion_file(out):
         save_motion(out, fit, flame, 25.0 if _is_image(path) else info.fps, tracker.crop_size, tracker.recipe)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, **fit.to_numpy())
+        with atomic_write(out) as fh:
+            np.savez(fh, **fit.to_numpy())
     print(f"wrote {out}: {len(fit)} frame(s), landmark RMS {float(fit.landmark_error.mean()):.4f} (NDC)")
     if args.preview:
         _save_preview(flame, fit, crop(first, track.box, args.preview_size), Path(args.preview))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gdpw.common.config import add_arguments, from_args
 from gdpw.common.errors import UsageError
+from gdpw.common.files import write_text_atomic
 from gdpw.eval.protocol import EvalConfig
 
 
@@ -57,6 +58,6 @@ def run(args: argparse.Namespace) -> None:
     text = report.markdown()
     print(text)
     if out is not None:
-        (out / "report.md").write_text(text + "\n")
+        write_text_atomic(out / "report.md", text + "\n")
         report.write_csv(out / "results.csv")
         print(f"wrote {out / 'report.md'}, {out / 'results.csv'}, {out / 'grid.png'}")

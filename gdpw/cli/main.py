@@ -4,18 +4,15 @@ printed as one line on stderr with a non-zero exit."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 from gdpw.cli import animate, app, evaluate, live, preprocess, render, synth, train
-from gdpw.common.errors import (
-    FaceIndexError,
-    FlameModelError,
-    GdpwError,
-    MultipleFacesError,
-    UsageError,
-)
+from gdpw.cli.errors import WRITE_ERRNOS, user_message
+from gdpw.common.errors import GdpwError, UsageError
+from gdpw.common.native_logs import LOGGER
 
 EXAMPLES = """examples:
   gdpw demo                                      # reenactment + editing on the demo head
@@ -24,20 +21,6 @@ EXAMPLES = """examples:
   gdpw inspect gdpw_neural_codes.pt --forward 256
   gdpw render -o renders/            # guidance patterns of the demo head
 """
-
-
-# what the command line adds to a library error: the flag that fixes it
-HINTS: dict[type[GdpwError], str] = {
-    MultipleFacesError: "choose one with --face-index (0 = largest)",
-    FaceIndexError: "--face-index counts from 0 = the largest face",
-    FlameModelError: "a FLAME model needs --landmark-embedding for landmark fitting; DECA needs --flame generic_model.pkl",
-}
-
-
-def user_message(err: GdpwError | FileNotFoundError) -> str:
-    """The error's line, with the flag that fixes it when there is one."""
-    hint = next((h for cls, h in HINTS.items() if isinstance(err, cls)), None)
-    return f"{err}; {hint}" if hint else str(err)
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -121,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show native libraries' log lines (MediaPipe, TensorFlow Lite); before the command")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -171,11 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(format="%(name)s: %(message)s")
+        logging.getLogger(LOGGER).setLevel(logging.DEBUG)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
     # errors users can fix carry one line; anything else is a bug and keeps its traceback
     except (GdpwError, FileNotFoundError) as err:
+        print(f"gdpw {args.command}: error: {user_message(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a read-only or unwritable folder: the files written before are intact
+        if err.errno not in WRITE_ERRNOS:
+            raise
         print(f"gdpw {args.command}: error: {user_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gdpw.common.config import add_arguments, from_args
+from gdpw.common.errors import UsageError
 from gdpw.data.preprocess import PreprocessConfig
 
 
@@ -14,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
   gdpw preprocess voxceleb/mp4 -o data/vox_gdpw --workers 8 --heldout id10270 --heldout id10271
   gdpw preprocess talk.mp4 -o data/one_clip --size 128
   gdpw preprocess voxceleb/mp4 -o data/vox_flame --flame generic_model.pkl --landmark-embedding landmark_embedding.npy
-Re-running skips videos already written; failed videos are listed at the end.""")
+Re-running skips videos already written and retries the ones that failed. A bad video (unreadable,
+no face) is skipped and listed in OUTPUT/failures.txt (exit status 2); a full disk or a missing
+asset stops the run with the clips written so far kept.""")
     p.add_argument("input", help="a video, or a folder searched recursively (VoxCeleb: id/video/clip.mp4)")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
@@ -29,3 +33,6 @@ def run(args: argparse.Namespace) -> None:
     print(f"{len(clips)} clips ({sum(c.frames for c in clips)} frames) in {args.output}")
     for e in errors:
         print(f"skipped {e}")
+    if errors:
+        raise UsageError(f"{len(errors)} video(s) skipped, listed in {Path(args.output) / 'failures.txt'}; "
+                         "the dataset holds the others (a rerun retries them)")

@@ -133,7 +133,7 @@ def paste_back(frame: np.ndarray, patch: np.ndarray, box: CropBox, feather: floa
               + p[y_hi, x_lo] * (1 - fx) * fy + p[y_hi, x_hi] * fx * fy)
     edge = np.minimum(np.minimum(u, 1 - u), np.minimum(v, 1 - v))
     alpha = np.clip(edge / feather, 0, 1)[..., None]
-    out = frame.astype(np.float32).copy()
-    region = out[cy0:cy1, cx0:cx1]
-    out[cy0:cy1, cx0:cx1] = region * (1 - alpha) + sample * alpha
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out = frame.copy()  # uint8: only the box is blended in float, so memory follows the face, not the photo
+    region = frame[cy0:cy1, cx0:cx1].astype(np.float32)
+    out[cy0:cy1, cx0:cx1] = np.clip(region * (1 - alpha) + sample * alpha + 0.5, 0, 255).astype(np.uint8)
+    return out

@@ -24,3 +24,14 @@ def resize_to_height(image: np.ndarray, height: int) -> np.ndarray:
 
     h, w = image.shape[:2]
     return np.asarray(Image.fromarray(image).resize((max(1, round(w * height / h)), height), Image.Resampling.BILINEAR))
+
+
+def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
+    """An (H, W, 3) uint8 image with its largest side at most ``max_side`` (shrunk with Lanczos; as is if smaller)."""
+    from PIL import Image
+
+    if max(image.shape[:2]) <= max_side:
+        return image
+    im = Image.fromarray(image)
+    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(im).copy()

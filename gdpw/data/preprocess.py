@@ -5,7 +5,9 @@ from its first detected face, the same recipe as ``gdpw animate``), cropped to `
 shard stores the crops, the fitted parameters with their orthographic cameras and the
 image-space vertices. Identities are the videos' grandparent folders (VoxCeleb's ``id/video/clip.mp4``) or
 their parent folders. Shards already written are skipped, so a run resumes; videos are spread
-over worker processes. A video that fails is reported and skipped.
+over worker processes. A bad video (unreadable, no face, several faces) is skipped and listed in
+``failures.txt``; anything else (a full disk, a missing asset, a bug) stops the run, keeping the
+shards already written.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from gdpw.common.config import flat
-from gdpw.common.errors import VideoError
+from gdpw.common.errors import FaceDetectionError, UsageError, VideoError
+from gdpw.common.files import atomic_write
 from gdpw.fit import TrackConfig
 from gdpw.flame import HeadConfig
 
-from .dataset import ClipInfo, write_clip, write_index
+from .dataset import ClipInfo, read_index, write_clip, write_index
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -72,8 +75,8 @@ def _job(args: tuple[Path, Path, PreprocessConfig]) -> tuple[Path, int, str | No
     video, shard, cfg = args
     try:
         return video, process_video(video, shard, cfg), None
-    except Exception as err:  # reported per video; the run goes on
-        return video, 0, f"{type(err).__name__}: {err}"
+    except (VideoError, FaceDetectionError) as err:  # the video's fault: listed, the run goes on
+        return video, 0, str(err)
 
 
 def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: PreprocessConfig, workers: int = 1,
@@ -83,10 +86,13 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
     from .dataset import load_clip
 
     src, out = Path(src), Path(out)
+    if not src.exists():
+        raise FileNotFoundError(f"no such video or folder: {src}")
     videos = find_videos(src) if src.is_dir() else [src]
     if not videos:
         raise VideoError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {src}")
     root = src if src.is_dir() else src.parent
+    _check_size(out, cfg.size)
     num_verts = _preflight(cfg)
     todo, clips, errors = [], [], []
     for v in videos:
@@ -94,7 +100,11 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
         shard = out / "clips" / f"{name}.npz"
         split = "test" if identity in cfg.heldout else "train"
         if shard.exists():
-            clips.append(ClipInfo(name, identity, split, int(load_clip(shard)["images"].shape[0]), shard))
+            images = load_clip(shard)["images"]
+            if images.shape[1] != cfg.size:
+                raise UsageError(f"{out} holds {images.shape[1]}-pixel clips ({shard.name}); use --size {images.shape[1]} "
+                                 f"to resume it, or another -o for {cfg.size}-pixel clips")
+            clips.append(ClipInfo(name, identity, split, int(images.shape[0]), shard))
         else:
             todo.append((v, shard, cfg, ClipInfo(name, identity, split, 0, shard)))
     jobs = [(v, s, c) for v, s, c, _ in todo]
@@ -106,7 +116,22 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
         else:
             clips.append(replace(infos[video], frames=n))
     write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, num_verts, {"crop": cfg.track.recipe()})
+    failures = out / "failures.txt"
+    if errors:
+        with atomic_write(failures) as fh:
+            fh.write("".join(e + "\n" for e in errors).encode())
+    elif failures.exists():
+        failures.unlink()
     return clips, errors
+
+
+def _check_size(out: Path, size: int) -> None:
+    """Refuse to add ``size``-pixel clips to a dataset of another size (its index says which)."""
+    if (out / "dataset.json").is_file():
+        index, _ = read_index(out)
+        if index.get("image_size") != size:
+            raise UsageError(f"{out} is a dataset of {index.get('image_size')}-pixel clips; use --size "
+                             f"{index.get('image_size')} to resume it, or another -o for {size}-pixel clips")
 
 
 def _preflight(cfg: PreprocessConfig) -> int:

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from gdpw.common.errors import VideoError
+from gdpw.common.files import atomic_path
+
+MAX_IMAGE_SIDE = 2048  # images are read with their largest side at most this (memory stays bounded)
 
 
 @dataclass
@@ -80,13 +83,16 @@ def write_video(
     Odd frame sizes are padded by one pixel. Written to a temporary name, then renamed, so a
     failure leaves nothing half-written. Returns the number of frames.
     """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        return _encode(tmp, path, frames, fps, audio_from, crf)
+
+
+def _encode(tmp: Path, path: Path, frames: Iterable[np.ndarray], fps: float, audio_from: str | os.PathLike[str] | None, crf: int) -> int:
     import av
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part.mp4")
     n = 0
-    out = av.open(str(tmp), mode="w")
+    out = av.open(str(tmp), mode="w", format="mp4")
     try:
         rate = Fraction(fps).limit_denominator(1001)
         vstream = out.add_stream("libx264", rate=rate)
@@ -110,9 +116,12 @@ def write_video(
                 img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             if n == 0:
                 vstream.height, vstream.width = img.shape[:2]
+                vstream.options = {**vstream.options, "rc-lookahead": str(_lookahead(*img.shape[:2]))}
             for packet in vstream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(packet)
             n += 1
+        if n == 0:
+            raise VideoError(f"no frames to write to {path}")
         for packet in vstream.encode():
             out.mux(packet)
         if src is not None and astream is not None and resampler is not None:
@@ -127,15 +136,19 @@ def write_video(
                 out.mux(packet)
             src.close()
     except BaseException:
-        out.close()
-        tmp.unlink(missing_ok=True)
+        try:
+            out.close()
+        except Exception:  # closing a failed container can raise again (a full disk): the temporary file goes anyway
+            pass
         raise
     out.close()
-    if n == 0:
-        tmp.unlink(missing_ok=True)
-        raise VideoError(f"no frames to write to {path}")
-    os.replace(tmp, path)
     return n
+
+
+def _lookahead(height: int, width: int) -> int:
+    """libx264's look-ahead in frames: its default 40 up to 1080p, fewer for larger frames (it holds
+    about 11 MB per look-ahead frame of 4 MP: 40 of them would add 450 MB)."""
+    return int(np.clip(40 * 1920 * 1080 // (height * width), 10, 40))
 
 
 def write_y4m(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float) -> int:
@@ -167,15 +180,29 @@ def _half(plane: np.ndarray) -> np.ndarray:
     return plane.reshape(h // 2, 2, w // 2, 2).mean((1, 3))
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An RGB uint8 image; a clear error for missing or unreadable files."""
-    from PIL import Image, UnidentifiedImageError
+def read_image(path: str | os.PathLike[str], max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """An RGB uint8 image as it is shown (EXIF orientation applied; 16-bit, float, grayscale and
+    palette images converted), its largest side capped at ``max_side`` pixels (large JPEGs are
+    decoded at a reduced scale, so memory stays bounded); a clear error for missing or unreadable files."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
+            if max(im.size) > max_side:
+                im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grey levels
+                grey = np.asarray(im, dtype=np.float64)
+                top = {"I": 65535.0 if grey.max() > 255 else 255.0, "F": 1.0 if grey.max() <= 1 else 255.0}.get(im.mode, 65535.0)
+                im = Image.fromarray(np.clip(grey / top * 255 + 0.5, 0, 255).astype(np.uint8))
+            im = im.convert("RGB")
+            if max(im.size) > max_side:
+                im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            return np.asarray(im).copy()
+    except UnidentifiedImageError:
+        raise VideoError(f"{path}: not a readable image (unknown format, or corrupt)") from None
+    except (OSError, Image.DecompressionBombError, ValueError) as err:
         raise VideoError(f"{path}: not a readable image ({err})") from None

@@ -26,6 +26,7 @@ Metrics whose networks are missing are reported as unavailable, with the reason;
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from gdpw.backbones.fan import FAN, FanLandmarks
 from gdpw.backbones.lpips import LPIPS
 from gdpw.common.config import flat, validate
 from gdpw.common.errors import CheckpointError, DatasetError, FlameModelError, GdpwError, MissingAssetError, UsageError
+from gdpw.common.files import write_text_atomic
 from gdpw.common.images import to_tensor
 from gdpw.data import GdpwClipSource
 from gdpw.data.dataset import ClipInfo, clip_params, load_clip, read_index
@@ -146,13 +148,14 @@ class Report:
         return "\n".join(lines)
 
     def write_csv(self, path: Path) -> None:
-        with open(path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["method", "setting", "metric", "value"])
-            for method, settings in self.rows.items():
-                for setting, metrics in settings.items():
-                    for metric, value in metrics.items():
-                        w.writerow([method, setting, metric, "" if value is None else f"{value:.6g}"])
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["method", "setting", "metric", "value"])
+        for method, settings in self.rows.items():
+            for setting, metrics in settings.items():
+                for metric, value in metrics.items():
+                    w.writerow([method, setting, metric, "" if value is None else f"{value:.6g}"])
+        write_text_atomic(path, buf.getvalue())
 
 
 def _fmt(v: float | None) -> str:

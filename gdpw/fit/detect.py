@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from gdpw.common.errors import FaceIndexError, MissingAssetError, MultipleFacesError, NoFaceError
+from gdpw.common.native_logs import native_stderr_hidden
 
 # MediaPipe face-mesh indices closest to the 68 iBUG landmarks (jaw, brows, nose, eyes, lips).
 MP_TO_IBUG68 = np.array(
@@ -113,7 +114,8 @@ class MediaPipeDetector:
             output_face_blendshapes=True,
             output_facial_transformation_matrixes=True,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        with native_stderr_hidden():  # the graph's start-up lines (absl, TFLite); shown with gdpw --verbose
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -89,10 +89,10 @@ class LandmarkFitter:
     def __init__(self, flame: FLAME, cfg: FitConfig | None = None) -> None:
         if flame.lmk_faces_idx is None or flame.lmk_bary_coords is None:
             raise FlameModelError("landmark fitting needs a 68-point landmark embedding: the demo head has one; a FLAME "
-                                  "model needs one given beside it (DECA's landmark_embedding.npy or FLAME's static embedding)")
+                                  "model needs --landmark-embedding (DECA's landmark_embedding.npy or FLAME's static embedding)")
         if flame.lmk_faces_idx.numel() != 68:
             raise FlameModelError(f"landmark fitting needs 68 landmarks; the embedding has {flame.lmk_faces_idx.numel()} "
-                                  "(FLAME's 51-point static embedding needs flame_dynamic_embedding.npy beside it)")
+                                  "(FLAME's 51-point static embedding needs --dynamic-embedding flame_dynamic_embedding.npy)")
         self.flame = flame
         self.cfg = cfg or FitConfig()
         # every vertex a landmark may sit on (the dynamic jaw contours too), and the pupils

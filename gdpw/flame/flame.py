@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .blendshapes import BlendshapeMap
-from .io import FlameData, LandmarkEmbedding, load_flame, load_landmark_embedding
+from .io import FlameData, FlameFileError, LandmarkEmbedding, load_flame, load_landmark_embedding
 from .lbs import batch_rodrigues, lbs
 
 DEMO_HEAD = Path(__file__).resolve().parents[1] / "assets" / "demo_head.npz"
@@ -186,10 +186,14 @@ class HeadConfig:
 
     flame: str | None = None  # FLAME generic_model.pkl (2020/2023); default: the built-in demo head
     landmark_embedding: str | None = None  # 68-point landmark embedding for FLAME (DECA's landmark_embedding.npy, ...)
+    dynamic_embedding: str | None = None  # with FLAME's flame_static_embedding.pkl: its flame_dynamic_embedding.npy
     blendshape_map: str | None = None  # MediaPipe blendshapes -> expression map (the demo head's: gdpw/assets/demo_blendshapes.npz)
 
     def load(self) -> FLAME:
-        embedding = load_landmark_embedding(self.landmark_embedding) if self.landmark_embedding else None
+        if self.dynamic_embedding and not self.landmark_embedding:
+            raise FlameFileError("--dynamic-embedding goes with --landmark-embedding flame_static_embedding.pkl")
+        embedding = (load_landmark_embedding(self.landmark_embedding, self.dynamic_embedding)
+                     if self.landmark_embedding else None)
         return FLAME(self.flame, landmark_embedding=embedding)
 
     def load_blendshapes(self) -> BlendshapeMap | None:

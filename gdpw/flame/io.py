@@ -79,6 +79,8 @@ _ALLOWED = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # arrays in protocol-5 pickles
+    ("numpy._core.numeric", "_frombuffer"),
 }
 
 
@@ -93,7 +95,7 @@ class _FlameUnpickler(pickle.Unpickler):
                 return _CsrStandIn
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        raise FlameFileError(f"FLAME file holds an unexpected object {module}.{name}; refusing to load it")
+        raise FlameFileError(f"holds an unexpected object {module}.{name}; refusing to load it (a pickle can run code)")
 
 
 def _to_array(value: Any) -> Any:
@@ -237,37 +239,56 @@ def _pair(raw: dict[str, Any], faces_key: str, bary_key: str, path: Path) -> tup
     return faces, bary.reshape(*faces.shape, 3)
 
 
-def load_landmark_embedding(path: str | os.PathLike[str]) -> LandmarkEmbedding:
+def load_landmark_embedding(path: str | os.PathLike[str], dynamic: str | os.PathLike[str] | None = None) -> LandmarkEmbedding:
     """A landmark embedding from a user file.
 
     Reads DECA's ``landmark_embedding.npy`` (``static_lmk_*`` 51 points, ``full_lmk_*`` 68 points,
     ``dynamic_lmk_*`` 79 x 17 contour points: the 68 fitted points are the yaw bin's contour and
     the 51 static ones), FLAME's own ``flame_static_embedding.pkl`` (``lmk_face_idx`` /
-    ``lmk_b_coords``, 51 points, with the contour of ``flame_dynamic_embedding.npy`` when that file
-    lies beside it) and MediaPipe-style ``.npz`` embeddings (the same keys).
+    ``lmk_b_coords``, 51 points; with ``dynamic`` naming its ``flame_dynamic_embedding.npy``, the
+    jaw contour too) and MediaPipe-style ``.npz`` embeddings (the same keys). Only the named files
+    are read, pickles through the restricted unpickler (arrays, dicts and numbers; nothing runs).
     """
     path = Path(path)
     raw = _read_embedding(path)
-    beside = path.parent / FLAME_DYNAMIC_EMBEDDING
-    if "lmk_face_idx" in raw and "dynamic_lmk_faces_idx" not in raw and beside.is_file() and beside != path:
-        flame_dynamic = _read_embedding(beside)
-        raw = {**raw, "dynamic_lmk_faces_idx": flame_dynamic.get("lmk_face_idx"), "dynamic_lmk_bary_coords": flame_dynamic.get("lmk_b_coords")}
+    if dynamic is not None:
+        if "lmk_face_idx" not in raw or "dynamic_lmk_faces_idx" in raw:
+            raise FlameFileError(f"{dynamic}: a dynamic embedding goes with FLAME's flame_static_embedding.pkl, "
+                                 f"but {path.name} is not one")
+        extra = _read_embedding(Path(dynamic))
+        if "lmk_face_idx" not in extra:
+            raise FlameFileError(f"{dynamic}: not FLAME's flame_dynamic_embedding.npy (no lmk_face_idx)")
+        raw = {**raw, "dynamic_lmk_faces_idx": extra["lmk_face_idx"], "dynamic_lmk_bary_coords": extra.get("lmk_b_coords")}
     return _embedding(raw, path)
 
 
-FLAME_DYNAMIC_EMBEDDING = "flame_dynamic_embedding.npy"
+def _read_npy(path: Path) -> Any:
+    """A ``.npy`` array; an object array (DECA's pickled dict) is read by the restricted unpickler."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            _, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            _, _, dtype = np.lib.format.read_array_header_2_0(fh)
+        if dtype.hasobject:
+            return _FlameUnpickler(fh, encoding="latin1").load()
+    return np.load(path, allow_pickle=False)
 
 
 def _read_embedding(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FlameFileError(f"landmark embedding not found: {path}")
-    if path.suffix == ".npy":
-        try:
-            obj = np.load(path, allow_pickle=True, encoding="latin1")
-        except (ValueError, OSError, EOFError, pickle.UnpicklingError) as err:
-            raise FlameFileError(f"{path}: not a readable landmark embedding ({err})") from None
-        return obj.item() if obj.dtype == object and isinstance(obj.item(), dict) else {}
-    return _read_raw(path)
+    if path.suffix != ".npy":
+        return _read_raw(path)
+    try:
+        obj = _read_npy(path)
+    except FlameFileError as err:
+        raise FlameFileError(f"{path}: {err}") from None
+    except Exception as err:  # truncated or random bytes raise many exception types
+        raise FlameFileError(f"{path}: not a readable landmark embedding ({type(err).__name__}: {err})") from None
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.size == 1:
+        obj = obj.item()
+    return {k: _to_array(v) for k, v in obj.items()} if isinstance(obj, dict) else {}
 
 
 def _embedding(raw: dict[str, Any], path: Path) -> LandmarkEmbedding:

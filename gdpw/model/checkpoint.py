@@ -85,8 +85,14 @@ def _shape(t: Any) -> tuple[int, ...]:
 
 
 def check_state_dict(net: nn.Module, state: Mapping[str, Any], what: str) -> None:
-    """Raise ``CheckpointError`` naming the first key that is missing, unexpected or mis-shaped."""
+    """Raise ``CheckpointError`` naming the first key that is missing, unexpected, mis-shaped or
+    not finite (NaN or infinite weights would give a garbage result, not an error)."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what} is a {type(state).__name__}, not a state dict")
     expected = net.state_dict()
+    # weights and normalisation statistics; not every buffer: the released checkpoints hold NaN in
+    # the unused blur kernel of the full-resolution AntiAliasDownsample (a Gaussian of sigma 0)
+    learned = {k for k, _ in net.named_parameters()} | {k for k in expected if k.endswith(("running_mean", "running_var"))}
     for key, ref in expected.items():
         if key not in state:
             raise CheckpointError(f"{what}: missing key {key!r} (expected shape {tuple(ref.shape)})")
@@ -96,6 +102,8 @@ def check_state_dict(net: nn.Module, state: Mapping[str, Any], what: str) -> Non
             raise CheckpointError(
                 f"{what}: key {key!r} has shape {_shape(state[key])}, expected {tuple(ref.shape)}"
             )
+        if key in learned and not bool(torch.isfinite(state[key]).all()):
+            raise CheckpointError(f"{what}: key {key!r} holds NaN or infinite values")
     for key in state:
         if key not in expected:
             raise CheckpointError(f"{what}: unexpected key {key!r}")

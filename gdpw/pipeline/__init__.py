@@ -3,7 +3,7 @@
 from gdpw.common.crop import CropBox, crop, crop_box, paste_back
 
 from .animator import AnimateConfig, AnimationResult, Animator, Source, source_from_fit, transfer_motion
-from .edit import EditSpec, apply_edit, parse_components, sweep
+from .edit import EditSpec, apply_edit, parse_components, parse_sweep, sweep
 
 __all__ = [
     "AnimateConfig",
@@ -16,6 +16,7 @@ __all__ = [
     "crop",
     "crop_box",
     "parse_components",
+    "parse_sweep",
     "paste_back",
     "source_from_fit",
     "sweep",

@@ -371,8 +371,12 @@ class Animator:
 
     def animate_fit(self, source: Source, target: FlameSequence) -> AnimationResult:
         """Drive a prepared source with explicit FLAME parameters (edits, sweeps, the demo)."""
-        crops = self.generate(source, target)
-        return AnimationResult(self.compose(source, crops), crops, dict(self.timings))
+        return self._collect(self.animate_fit_stream(source, target))
+
+    def animate_fit_stream(self, source: Source, target: FlameSequence) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``animate_fit`` a batch at a time: (frames, crops), so a long sweep is never held whole."""
+        for crops in self.generate_batches(source, target):
+            yield self.compose(source, crops), crops
 
 
 def source_from_fit(image: np.ndarray, fit: FlameSequence) -> Source:

@@ -37,14 +37,54 @@ class EditSpec:
     shape: dict[int, float] = field(default_factory=dict)  # component -> value (replaces the fit's)
     frontalize: bool = False  # start from a frontal head pose
 
+    def __post_init__(self) -> None:
+        for name in ANGLES:
+            value = getattr(self, name)
+            if not math.isfinite(value) or abs(value) > MAX_ANGLE:
+                raise ConfigError(f"{name} must be a number of degrees within +-{MAX_ANGLE:g}, got {value}")
+        for what, comps in (("expression", self.expression), ("shape", self.shape)):
+            for k, v in comps.items():
+                if k < 0 or not math.isfinite(v) or abs(v) > MAX_COEFFICIENT:
+                    raise ConfigError(f"{what} component {k}={v}: components are indices >= 0 with values "
+                                      f"within +-{MAX_COEFFICIENT:g} (standard deviations)")
+
     @classmethod
     def from_json(cls, path: str | Path) -> EditSpec:
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"edit file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: not a JSON edit file ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: an edit file holds a JSON object of edit fields, not a {type(data).__name__}")
         return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EditSpec:
         return from_dict(cls, data, what="edit")
+
+
+ANGLES = ("yaw", "pitch", "roll", "jaw", "gaze_x", "gaze_y")
+MAX_ANGLE = 180.0
+MAX_COEFFICIENT = 10.0
+
+
+def parse_sweep(text: str) -> tuple[str, float, float, int]:
+    """'yaw:-30:30:15' -> ('yaw', -30.0, 30.0, 15), checked: a sweepable field, finite ends, 2+ steps."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        name, start, stop, steps = parts[0], float(parts[1]), float(parts[2]), int(parts[3])
+    except ValueError:
+        raise ConfigError(f"--sweep takes FIELD:START:STOP:STEPS (e.g. yaw:-30:30:15), got {text!r}") from None
+    if name not in ANGLES:
+        raise ConfigError(f"cannot sweep {name!r}; sweep one of {', '.join(ANGLES)}")
+    if steps < 2 or steps > 1000:
+        raise ConfigError(f"a sweep needs 2 to 1000 steps, got {steps}")
+    EditSpec(**{name: start}), EditSpec(**{name: stop})  # the same bounds as single edits
+    return name, start, stop, steps
 
 
 def parse_components(text: str | None) -> dict[int, float]:
@@ -54,9 +94,12 @@ def parse_components(text: str | None) -> dict[int, float]:
     out = {}
     for item in text.split(","):
         k, sep, v = item.partition("=")
-        if not sep:
-            raise ConfigError(f"expected INDEX=VALUE, got {item!r}")
-        out[int(k)] = float(v)
+        try:
+            if not sep:
+                raise ValueError
+            out[int(k)] = float(v)
+        except ValueError:
+            raise ConfigError(f"expected INDEX=VALUE (e.g. 0=1.5), got {item!r}") from None
     return out
 
 

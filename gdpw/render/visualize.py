@@ -47,10 +47,17 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 
 
 def save_png(img: torch.Tensor, path: str | Path) -> None:
+    save_image(to_uint8(img), path)
+
+
+def save_image(rgb: np.ndarray, path: str | Path) -> None:
+    """An (H, W, 3) uint8 image, its format from the suffix, written atomically (nothing half-written)."""
     from PIL import Image
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(img)).save(path)
+    from gdpw.common.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower()))
 
 
 def hstack(images: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import yaml
 
 from gdpw.common.config import apply_overrides, from_dict, to_dict, validate
 from gdpw.common.errors import ConfigError
+from gdpw.common.files import write_text_atomic
 from gdpw.model.config import DiscriminatorConfig, GeneratorConfig
 
 
@@ -128,8 +129,12 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config not found: {path}")
-        return cls.from_dict(apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides or []))
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:  # its message spans lines: the mark and a caret
+            raise ConfigError(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
+        return cls.from_dict(apply_overrides(data or {}, overrides or []))
 
     def save_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -12,7 +12,9 @@ the networks, optimisers, schedulers, step and RNG states. Checkpoints are writt
 from __future__ import annotations
 
 import json
+import os
 import random
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gdpw.common.errors import ConfigError, DatasetError
+from gdpw.common.errors import CheckpointError, ConfigError, DatasetError
+from gdpw.common.files import remove_partial, write_text_atomic
 from gdpw.data import GdpwClipSource, OfficialClipSource, PairDataset, PairSamplerConfig, load_mirror_map, mirror_map
 from gdpw.flame import FLAME
 from gdpw.model import Generator, GuidedGenerator, MultiScaleDiscriminator
@@ -90,6 +93,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.out = Path(cfg.output)
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
+        self.previous_path = self.ckpt_path.with_name("previous.pt")  # the one before, kept in case last.pt is lost
+        self._last_is_good = True  # False after resuming from previous.pt: a bad last.pt is not kept as previous
         self.accel = self._make_accelerator()
         self.device = self.accel.device if self.accel is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -127,8 +132,8 @@ class Trainer:
         self.guided = GuidedGenerator(self.gen, self.flame.faces.to(self.device), antialias=cfg.antialias)
         self.step_fn = TrainStep(build_objective(lc, _unwrap(self.gen), self.disc, self.vgg), self.disc, self.opt_g, self.opt_d,
                                  cfg.generator.warp_convention, self._backward, self._autocast)
-        if resume and self.ckpt_path.exists():
-            self.load(self.ckpt_path)
+        if resume and (self.ckpt_path.exists() or self.previous_path.exists()):
+            self.resume()
         elif cfg.init is not None:
             self.init_from(cfg.init)
 
@@ -278,7 +283,7 @@ class Trainer:
         log = self.out / "metrics.jsonl"
         if log.exists():
             lines = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-            log.write_text("".join(ln + "\n" for ln in lines))
+            write_text_atomic(log, "".join(ln + "\n" for ln in lines))
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
@@ -309,7 +314,30 @@ class Trainer:
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
         }
+        for stale in remove_partial(self.ckpt_path):  # a write killed part-way
+            print(f"removed {stale}, a checkpoint write that did not finish", file=sys.stderr)
+        if self.ckpt_path.exists() and self._last_is_good:
+            os.replace(self.ckpt_path, self.previous_path)
         save_checkpoint(self.checkpoint(), self.ckpt_path, extra={"train_state": state})
+        self._last_is_good = True
+
+    def resume(self) -> None:
+        """Continue from last.pt; where it is missing or unreadable, from previous.pt (said on stderr)."""
+        errors = []
+        for path in (self.ckpt_path, self.previous_path):
+            if not path.exists():
+                errors.append(f"{path.name} is missing")
+                continue
+            try:
+                self.load(path)
+            except (CheckpointError, ConfigError) as err:
+                errors.append(str(err))
+                continue
+            if errors:
+                print(f"resuming from {path} at step {self.step}: {'; '.join(errors)}", file=sys.stderr)
+            self._last_is_good = path == self.ckpt_path
+            return
+        raise CheckpointError(f"cannot resume {self.out}: {'; '.join(errors)} (--fresh starts over)")
 
     def init_from(self, path: str) -> None:
         """Start from another run's (or an exported) checkpoint's weights: step 0, fresh optimisers.
@@ -320,20 +348,26 @@ class Trainer:
             load_state(_unwrap(self.disc), ckpt.discriminator, f"{path}: discriminator")
 
     def load(self, path: Path) -> None:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        _unwrap(self.gen).load_state_dict(raw["generator"])
+        """Restore a run (networks, optimisers, schedules, random state) from one of its checkpoints."""
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            st = raw["train_state"]
+        except Exception as err:  # truncated, corrupt, foreign: torch and pickle raise many kinds
+            raise CheckpointError(f"{path} is not a readable training checkpoint ({type(err).__name__}: {err})") from None
+        load_state(_unwrap(self.gen), raw["generator"], f"{path}: generator")
         if self.disc is not None and raw.get("discriminator") is not None:
-            _unwrap(self.disc).load_state_dict(raw["discriminator"])
-        st = raw["train_state"]
-        self.opt_g.load_state_dict(st["opt_g"])
-        self.sched_g.load_state_dict(st["sched_g"])
-        if self.opt_d is not None and st["opt_d"] is not None and self.sched_d is not None:
-            self.opt_d.load_state_dict(st["opt_d"])
-            self.sched_d.load_state_dict(st["sched_d"])
-        set_rng_state(st["rng"])
-        self.step = int(st["step"])
-        self.skipped = int(st.get("skipped", 0))
-
+            load_state(_unwrap(self.disc), raw["discriminator"], f"{path}: discriminator")
+        try:
+            self.opt_g.load_state_dict(st["opt_g"])
+            self.sched_g.load_state_dict(st["sched_g"])
+            if self.opt_d is not None and st["opt_d"] is not None and self.sched_d is not None:
+                self.opt_d.load_state_dict(st["opt_d"])
+                self.sched_d.load_state_dict(st["sched_d"])
+            set_rng_state(st["rng"])
+            self.step = int(st["step"])
+            self.skipped = int(st.get("skipped", 0))
+        except (KeyError, TypeError, ValueError, IndexError) as err:  # another run's optimiser or a damaged state
+            raise CheckpointError(f"{path}: its training state does not fit this run ({type(err).__name__}: {err})") from None
 
 def _unwrap(net: nn.Module | None) -> Any:
     """The plain module inside a DDP / Accelerate wrapper."""
