@@ -419,11 +419,11 @@ def test_preprocess_stops_on_a_full_disk_and_keeps_what_it_wrote(files: dict[str
     real = pre.process_video
     written: list[str] = []
 
-    def disk_fills_at_the_second(video: Path, shard: Path, cfg: pre.PreprocessConfig) -> int:
+    def disk_fills_at_the_second(worker: pre.Worker, item: pre.VideoItem) -> int:
         if written:
-            raise OSError(errno.ENOSPC, "No space left on device", str(shard))
-        written.append(video.name)
-        return real(video, shard, cfg)
+            raise OSError(errno.ENOSPC, "No space left on device", str(item.shard))
+        written.append(item.video.name)
+        return real(worker, item)
 
     monkeypatch.setattr(pre, "process_video", disk_fills_at_the_second)
     _fails_with_one_line(["preprocess", str(tmp_path / "vox"), "-o", str(tmp_path / "ds"), "--size", "64"], capsys,

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from gdpw.cli.errors import user_message
 from gdpw.common.background import Background
-from gdpw.common.errors import GdpwError, UsageError
+from gdpw.common.config import add_arguments, from_args
+from gdpw.common.errors import FaceDetectionError, UsageError, VideoError
 from gdpw.common.files import atomic_write, check_output
+from gdpw.common.jobs import Job, Runner, run_job
 from gdpw.flame.motion import is_motion_file, load_motion, save_motion
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -22,14 +24,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 def _common(p: argparse.ArgumentParser) -> None:
     """Every field of ``AnimateConfig`` (and its FLAME and tracking sections) as a flag."""
-    from gdpw.common.config import add_arguments
     from gdpw.pipeline import AnimateConfig
 
     add_arguments(p, AnimateConfig)
 
 
 def _config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from gdpw.common.config import from_args
     from gdpw.pipeline import AnimateConfig
 
     return from_args(AnimateConfig, args)
@@ -39,7 +39,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("animate", help="animate a portrait with a driving video", formatter_class=fmt, epilog="""examples:
   gdpw animate --source face.jpg --driving talk.mp4 -o out.mp4
-  gdpw animate --source faces/ --driving talk.mp4 -o outs/ --side-by-side --profile
+  gdpw animate --source faces/ --driving talk.mp4 -o outs/ --side-by-side     # batch: every photo of a folder
+  gdpw animate --source faces/ --driving talk.mp4 -o outs/ --engine ray --address auto --workers 16
   gdpw fit --input talk.mp4 -o talk.motion.npz && gdpw animate --source face.jpg --driving talk.motion.npz -o out.mp4
   gdpw animate --source face.jpg --driving expression.jpg -o out.png        # one driving image, one image out
   gdpw animate --source interview.mp4 --driving talk.mp4 -o dubbed.mp4 --keep-source-pose   # video-to-video
@@ -61,6 +62,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="video source: keep each source frame's own head pose and framing (only the face follows the driver)")
     p.add_argument("--max-frames", type=int, help="use only the first N driving frames")
     p.add_argument("--profile", action="store_true", help="print frames per second for each stage")
+    p.add_argument("--overwrite", action="store_true", help="batch mode: redo portraits whose output exists (kept by default)")
+    add_arguments(p, Runner)
     _common(p)
     p.set_defaults(func=cmd_animate)
 
@@ -102,7 +105,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--preview", help="PNG: the crop beside the fitted mesh (first frame)")
     p.add_argument("--preview-size", type=int, default=256, help="crop side of the preview in pixels (default 256)")
     p.add_argument("--max-frames", type=int)
-    from gdpw.common.config import add_arguments
     from gdpw.fit import TrackConfig
     from gdpw.flame import HeadConfig
 
@@ -123,64 +125,102 @@ def _is_image(path: Path) -> bool:
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from gdpw.data.video import read_image, read_video
-    from gdpw.pipeline import Animator
-
     src = Path(args.source)
     _check_max_frames(args)
+    runner = from_args(Runner, args)
+    if not src.is_dir() and (runner != Runner() or args.overwrite):
+        raise UsageError("--engine, --workers, --shard and --overwrite are for batch mode (a folder as --source)")
     if src.is_file() and not _is_image(src):
         return _animate_video(args)
     if args.keep_source_pose:
         raise UsageError("--keep-source-pose needs a video as --source")
-    sources = sorted(p for p in src.iterdir() if _is_image(p)) if src.is_dir() else [src]
-    if not sources:
-        raise UsageError(f"no images in {src}")
-    image_out = _is_image(Path(args.driving))
+    if is_motion_file(args.driving) and args.side_by_side:
+        raise UsageError("--side-by-side needs a driving video (a motion file has no frames)")
     if src.is_dir():
-        check_output(args.output, [args.source, args.driving], folder=True)
-        outputs = [Path(args.output) / f"{p.stem}{'.png' if image_out else '.mp4'}" for p in sources]
-    else:
-        outputs = [check_output(args.output, [args.source, args.driving])]
-        if image_out and not _is_image(outputs[0]):
-            raise UsageError("a driving image gives an image: name the output .png or .jpg")
-        if not image_out and outputs[0].suffix.lower() != ".mp4":
-            raise UsageError(f"the output is a video: name it .mp4, not {outputs[0].name}")
-    for out in outputs:
-        check_output(out, [*sources, args.driving])
-    failed: list[str] = []
-    with Animator(_config(args)) as animator:
-        t0 = time.perf_counter()
-        motion_file = load_motion(args.driving, animator.flame) if is_motion_file(args.driving) else None
-        if motion_file is not None:
-            if args.side_by_side:
-                raise UsageError("--side-by-side needs a driving video (a motion file has no frames)")
-            motion_file.params = motion_file.params.select(slice(0, args.max_frames))
-            fps, audio = motion_file.fps, None
-        elif image_out:
-            driving, fps, audio = read_image(args.driving)[None], 25.0, None
-        else:
-            driving, info = read_video(args.driving, args.max_frames)
-            fps, audio = info.fps, (args.driving if info.has_audio else None)
+        return _animate_folder(args, runner)
+    out = check_output(args.output, [args.source, args.driving])
+    if _is_image(Path(args.driving)) and not _is_image(out):
+        raise UsageError("a driving image gives an image: name the output .png or .jpg")
+    if not _is_image(Path(args.driving)) and out.suffix.lower() != ".mp4":
+        raise UsageError(f"the output is a video: name it .mp4, not {out.name}")
+    t0 = time.perf_counter()
+    driver = load_driver(args)
+    with driver.animator:
         decode = time.perf_counter() - t0
-        for path, out in tqdm(list(zip(sources, outputs)), desc="animate", unit="source", disable=len(sources) == 1):
-            start = time.perf_counter()
-            try:
-                n = _animate_one(animator, read_image(path), out, args, motion_file, None if motion_file else driving, fps, audio)
-            except GdpwError as err:
-                if not src.is_dir():
-                    raise
-                message = user_message(err)
-                failed.append(message if str(path) in message else f"{path.name}: {message}")
-                tqdm.write(f"skipped {failed[-1]}")
-                continue
-            wall = time.perf_counter() - start
-            print(f"wrote {out}: {n} frames at {fps:g} fps")
-            if args.profile:
-                _print_profile({"decode": decode, **animator.timings}, n, decode + wall)
+        n = animate_portrait(args, driver, Portrait(src, out))
+        print(f"wrote {out}: {n} frames at {driver.fps:g} fps")
+        if args.profile:
+            _print_profile({"decode": decode, **driver.animator.timings}, n, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class Portrait:
+    """One portrait of a batch and its output."""
+
+    source: Path
+    output: Path
+
+
+@dataclass
+class Driver:
+    """What drives every portrait of a run, loaded once per worker: the animator and the driving
+    frames (or motion file) with their frame rate and audio."""
+
+    animator: Any
+    motion_file: Any
+    driving: np.ndarray | None
+    fps: float
+    audio: str | None
+
+
+def load_driver(args: argparse.Namespace) -> Driver:
+    from gdpw.data.video import read_image, read_video
+    from gdpw.pipeline import Animator
+
+    animator = Animator(_config(args))
+    if is_motion_file(args.driving):
+        motion_file = load_motion(args.driving, animator.flame)
+        motion_file.params = motion_file.params.select(slice(0, args.max_frames))
+        return Driver(animator, motion_file, None, motion_file.fps, None)
+    if _is_image(Path(args.driving)):
+        return Driver(animator, None, read_image(args.driving)[None], 25.0, None)
+    driving, info = read_video(args.driving, args.max_frames)
+    return Driver(animator, None, driving, info.fps, args.driving if info.has_audio else None)
+
+
+def animate_portrait(args: argparse.Namespace, driver: Driver, item: Portrait) -> int:
+    """One portrait driven and written (atomically); its frame count."""
+    from gdpw.data.video import read_image
+
+    return _animate_one(driver.animator, read_image(item.source), item.output, args, driver.motion_file, driver.driving,
+                        driver.fps, driver.audio)
+
+
+def _animate_folder(args: argparse.Namespace, runner: Runner) -> None:
+    """Batch mode: every portrait of the folder as one job (local, a process pool, Ray or a --shard);
+    outputs already written are kept unless --overwrite; a bad photo is named and the rest go on."""
+    src, folder = Path(args.source), check_output(args.output, [args.source, args.driving], folder=True)
+    suffix = ".png" if _is_image(Path(args.driving)) else ".mp4"
+    items = [Portrait(p, folder / f"{p.stem}{suffix}") for p in sorted(src.iterdir())
+             if _is_image(p) and not p.name.startswith(".")]
+    if not items:
+        raise UsageError(f"no images in {src}")
+    for item in items:
+        check_output(item.output, [item.source, args.driving])
+
+    def done(item: Portrait) -> bool:
+        return not args.overwrite and item.output.exists()
+
+    job = Job("animate", items, key=lambda item: item.source.name, setup=partial(load_driver, args),
+              run=partial(animate_portrait, args), done=done, bad_item=(VideoError, FaceDetectionError))
+    outcomes = run_job(job, runner)
+    failed = [o.error if str(o.item.source) in (o.error or "") else f"{o.item.source.name}: {o.error}"
+              for o in outcomes if o.error is not None]
+    kept = sum(o.skipped for o in outcomes)
+    print(f"wrote {sum(o.ok and not o.skipped for o in outcomes)} of {len(outcomes)} portraits to {folder}"
+          + (f" ({kept} written before, kept; --overwrite redoes them)" if kept else ""))
     if failed:
-        raise UsageError(f"{len(failed)} of {len(sources)} portraits failed, the others were written: " + "; ".join(failed))
+        raise UsageError(f"{len(failed)} of {len(outcomes)} portraits failed, the others were written: " + "; ".join(failed))
 
 
 def _animate_one(animator, image: np.ndarray, out: Path, args: argparse.Namespace, motion_file, driving,  # type: ignore[no-untyped-def]
@@ -312,7 +352,6 @@ def cmd_frontalize(args: argparse.Namespace) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> None:
-    from gdpw.common.config import from_args
     from gdpw.common.crop import crop
     from gdpw.data.video import read_image, read_video
     from gdpw.fit import FaceTracker, TrackConfig

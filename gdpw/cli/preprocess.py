@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gdpw.common.config import add_arguments, from_args
 from gdpw.common.errors import UsageError
+from gdpw.common.jobs import Runner, Shard
 from gdpw.data.preprocess import PreprocessConfig
 
 
@@ -16,12 +17,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
   gdpw preprocess voxceleb/mp4 -o data/vox_gdpw --workers 8 --heldout id10270 --heldout id10271
   gdpw preprocess talk.mp4 -o data/one_clip --size 128
   gdpw preprocess voxceleb/mp4 -o data/vox_flame --flame generic_model.pkl --landmark-embedding landmark_embedding.npy
+  gdpw preprocess voxceleb/mp4 -o data/vox --engine ray --address auto --workers 64     # on a Ray cluster
+  gdpw preprocess voxceleb/mp4 -o data/vox --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT   # one array task
+  gdpw preprocess voxceleb/mp4 -o data/vox --merge                                      # then the index of all
 Re-running skips videos already written and retries the ones that failed. A bad video (unreadable,
 no face) is skipped and listed in OUTPUT/failures.txt (exit status 2); a full disk or a missing
 asset stops the run with the clips written so far kept.""")
     p.add_argument("input", help="a video, or a folder searched recursively (VoxCeleb: id/video/clip.mp4)")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--workers", type=int, default=1, help="videos processed in parallel")
+    p.add_argument("--merge", action="store_true", help="write the dataset index from every --shard run's clips (no processing)")
+    add_arguments(p, Runner)
     add_arguments(p, PreprocessConfig)
     p.set_defaults(func=run)
 
@@ -29,10 +34,12 @@ asset stops the run with the clips written so far kept.""")
 def run(args: argparse.Namespace) -> None:
     from gdpw.data.preprocess import preprocess
 
-    clips, errors = preprocess(args.input, args.output, from_args(PreprocessConfig, args), workers=args.workers)
-    print(f"{len(clips)} clips ({sum(c.frames for c in clips)} frames) in {args.output}")
+    runner = from_args(Runner, args)
+    clips, errors = preprocess(args.input, args.output, from_args(PreprocessConfig, args), runner, merge=args.merge)
+    where = f"shard {runner.shard} of " if runner.shard else ""
+    print(f"{len(clips)} clips ({sum(c.frames for c in clips)} frames) in {where}{args.output}")
     for e in errors:
         print(f"skipped {e}")
     if errors:
-        raise UsageError(f"{len(errors)} video(s) skipped, listed in {Path(args.output) / 'failures.txt'}; "
-                         "the dataset holds the others (a rerun retries them)")
+        listed = Path(args.output) / (f"failures.{Shard.parse(runner.shard).name}.txt" if runner.shard else "failures.txt")
+        raise UsageError(f"{len(errors)} video(s) skipped, listed in {listed}; the dataset holds the others (a rerun retries them)")

@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> None:
 
     cfg = TrainConfig.from_yaml(args.config, args.set)
     trainer = Trainer(cfg, resume=not args.fresh)
-    if trainer.step:
+    if trainer.step and trainer.is_main:
         print(f"resuming {cfg.output} from step {trainer.step}")
     trainer.run(max_steps=args.max_steps)
-    print(f"step {trainer.step}: checkpoint {trainer.ckpt_path}; {trainer.skipped} corrupt samples skipped")
+    if trainer.is_main:  # under torchrun, rank 0 speaks for all
+        print(f"step {trainer.step}: checkpoint {trainer.ckpt_path}; {trainer.skipped} corrupt samples skipped")

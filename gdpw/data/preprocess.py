@@ -13,17 +13,19 @@ shards already written.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+import zipfile
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from gdpw.common.config import flat
-from gdpw.common.errors import FaceDetectionError, UsageError, VideoError
-from gdpw.common.files import atomic_write
-from gdpw.fit import TrackConfig
-from gdpw.flame import HeadConfig
+from gdpw.common.errors import DatasetError, FaceDetectionError, UsageError, VideoError
+from gdpw.common.files import atomic_write, remove_partial
+from gdpw.common.jobs import Job, Runner, Shard, run_job
+from gdpw.fit import FaceTracker, TrackConfig
+from gdpw.flame import FLAME, HeadConfig
 
 from .dataset import ClipInfo, read_index, write_clip, write_index
 
@@ -51,40 +53,55 @@ def clip_name(video: Path, root: Path) -> tuple[str, str]:
     return identity, "__".join(parts)
 
 
-def process_video(video: Path, shard: Path, cfg: PreprocessConfig) -> int:
-    """Crop, fit and write one video; returns its frame count."""
+@dataclass(frozen=True)
+class VideoItem:
+    """One video of a preprocessing job and the clip shard it becomes."""
+
+    video: Path
+    shard: Path
+    key: str  # its path relative to the input: stable across machines (what --shard slices by)
+    identity: str
+    split: str
+
+
+@dataclass
+class Worker:
+    """What a worker loads once: the FLAME model and the tracker (MediaPipe, the fitter)."""
+
+    cfg: PreprocessConfig
+    flame: FLAME
+    tracker: FaceTracker
+
+
+def load_worker(cfg: PreprocessConfig) -> Worker:
+    flame = cfg.head.load()
+    return Worker(cfg, flame, FaceTracker(flame, cfg.track, crop_size=cfg.size, blendshapes=cfg.head.load_blendshapes()))
+
+
+def process_video(worker: Worker, item: VideoItem) -> int:
+    """Crop, fit and write one video's clip shard (atomically); its frame count."""
     import torch
 
     from gdpw.common.crop import crop
-    from gdpw.fit import FaceTracker
 
     from .video import read_video
 
-    frames, info = read_video(video, cfg.max_frames)
-    flame = cfg.head.load()
-    with FaceTracker(flame, cfg.track, crop_size=cfg.size, blendshapes=cfg.head.load_blendshapes()) as tracker:
-        track = tracker.track(list(frames), info.fps)
+    cfg = worker.cfg
+    frames, info = read_video(item.video, cfg.max_frames)
+    track = worker.tracker.track(list(frames), info.fps)
     crops = np.stack([crop(f, box, cfg.size) for f, box in zip(frames, track.boxes)])
     with torch.no_grad():
-        verts = track.params.image_vertices(flame).numpy()
-    write_clip(shard, crops, verts.astype(np.float32), track.params)
+        verts = track.params.image_vertices(worker.flame).numpy()
+    write_clip(item.shard, crops, verts.astype(np.float32), track.params)
     return len(track.params)
 
 
-def _job(args: tuple[Path, Path, PreprocessConfig]) -> tuple[Path, int, str | None]:
-    video, shard, cfg = args
-    try:
-        return video, process_video(video, shard, cfg), None
-    except (VideoError, FaceDetectionError) as err:  # the video's fault: listed, the run goes on
-        return video, 0, str(err)
+def shard_written(item: VideoItem) -> bool:
+    return item.shard.exists()
 
 
-def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: PreprocessConfig, workers: int = 1,
-               progress: bool = True) -> tuple[list[ClipInfo], list[str]]:
-    from tqdm import tqdm
-
-    from .dataset import load_clip
-
+def preprocess_job(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: PreprocessConfig) -> Job[Worker, VideoItem, int]:
+    """Every video under ``src`` as one job: items in a stable order, a clip shard each under ``out``."""
     src, out = Path(src), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"no such video or folder: {src}")
@@ -92,53 +109,108 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
     if not videos:
         raise VideoError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {src}")
     root = src if src.is_dir() else src.parent
-    _check_size(out, cfg.size)
-    num_verts = _preflight(cfg)
-    todo, clips, errors = [], [], []
+    items = []
     for v in videos:
         identity, name = clip_name(v, root)
-        shard = out / "clips" / f"{name}.npz"
-        split = "test" if identity in cfg.heldout else "train"
-        if shard.exists():
-            images = load_clip(shard)["images"]
-            if images.shape[1] != cfg.size:
-                raise UsageError(f"{out} holds {images.shape[1]}-pixel clips ({shard.name}); use --size {images.shape[1]} "
-                                 f"to resume it, or another -o for {cfg.size}-pixel clips")
-            clips.append(ClipInfo(name, identity, split, int(images.shape[0]), shard))
-        else:
-            todo.append((v, shard, cfg, ClipInfo(name, identity, split, 0, shard)))
-    jobs = [(v, s, c) for v, s, c, _ in todo]
-    infos = {v: info for v, _, _, info in todo}
-    results = map(_job, jobs) if workers <= 1 else ProcessPoolExecutor(workers).map(_job, jobs)
-    for video, n, err in tqdm(results, total=len(jobs), desc="preprocess", unit="video", disable=not progress):
-        if err is not None:
-            errors.append(f"{video}: {err}")
-        else:
-            clips.append(replace(infos[video], frames=n))
+        items.append(VideoItem(v, out / "clips" / f"{name}.npz", v.relative_to(root).as_posix(), identity,
+                               "test" if identity in cfg.heldout else "train"))
+    # the video's fault: skipped and listed, the run goes on; anything else stops it
+    return Job("preprocess", items, key=_key, setup=partial(load_worker, cfg), run=process_video, done=shard_written,
+               bad_item=(VideoError, FaceDetectionError))
+
+
+def _key(item: VideoItem) -> str:
+    return item.key
+
+
+def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: PreprocessConfig,
+               runner: Runner | None = None, progress: bool = True, merge: bool = False) -> tuple[list[ClipInfo], list[str]]:
+    """Preprocess the videos of ``runner.shard`` (all without one) that have no shard yet; the
+    clips written and the bad videos (``path: error``). Without a shard the dataset index and
+    ``failures.txt`` are written; a shard writes ``failures.J-of-N.txt`` and leaves the index to
+    ``merge`` (no processing: the index from every shard's clips, the videos still missing listed)."""
+    runner = runner or Runner()
+    out = Path(out)
+    job = preprocess_job(src, out, cfg)
+    _check_size(out, cfg.size)
+    if merge:
+        if runner.shard is not None:
+            raise UsageError("--merge writes the index of all shards: run it without --shard")
+        num_verts = cfg.head.load().num_verts
+        reasons = _recorded_failures(out)
+        errors = [f"{i.video}: {reasons.get(str(i.video), 'not processed by any shard yet')}"
+                  for i in job.items if not i.shard.exists()]
+    else:
+        num_verts = _preflight(cfg)
+        outcomes = run_job(job, runner, progress)
+        for o in outcomes:  # what a killed worker left of a clip written since (or before)
+            if o.ok:
+                remove_partial(o.item.shard)
+        errors = [o.error if o.error.startswith(str(o.item.video)) else f"{o.item.video}: {o.error}"
+                  for o in outcomes if o.error is not None]
+        if runner.shard is not None:  # the index is the merge's
+            _write_failures(out / f"failures.{Shard.parse(runner.shard).name}.txt", errors)
+            return [_clip_info(o.item) for o in outcomes if o.ok], errors
+    clips = [_clip_info(i) for i in job.items if i.shard.exists()]
     write_index(out, sorted(clips, key=lambda c: c.name), cfg.size, num_verts, {"crop": cfg.track.recipe()})
-    failures = out / "failures.txt"
-    if errors:
-        with atomic_write(failures) as fh:
-            fh.write("".join(e + "\n" for e in errors).encode())
-    elif failures.exists():
-        failures.unlink()
+    _write_failures(out / "failures.txt", errors)
     return clips, errors
 
 
+def _clip_info(item: VideoItem) -> ClipInfo:
+    name = item.shard.stem
+    return ClipInfo(name, item.identity, item.split, _shard_header(item.shard, "images")[0], item.shard)
+
+
+def _shard_header(path: Path, key: str) -> tuple[int, ...]:
+    """The shape of array ``key`` in a clip shard, read from its header (nothing decompressed but that)."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"npy format version {version}")
+            shape, _, _ = read(fh)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+        raise DatasetError(f"{path}: unreadable clip shard ({type(err).__name__}: {err})") from None
+    return tuple(shape)
+
+
+def _write_failures(path: Path, errors: list[str]) -> None:
+    if errors:
+        with atomic_write(path) as fh:
+            fh.write("".join(e + "\n" for e in errors).encode())
+    elif path.exists():
+        path.unlink()
+
+
+def _recorded_failures(out: Path) -> dict[str, str]:
+    """Each video's error as the shards recorded it (``failures.J-of-N.txt``)."""
+    reasons = {}
+    for path in sorted(out.glob("failures.*-of-*.txt")):
+        for line in path.read_text().splitlines():
+            video, sep, error = line.partition(": ")
+            if sep:
+                reasons[video] = error
+    return reasons
+
+
 def _check_size(out: Path, size: int) -> None:
-    """Refuse to add ``size``-pixel clips to a dataset of another size (its index says which)."""
+    """Refuse to add ``size``-pixel clips to a dataset of another size (its index, or a shard, says which)."""
     if (out / "dataset.json").is_file():
         index, _ = read_index(out)
-        if index.get("image_size") != size:
-            raise UsageError(f"{out} is a dataset of {index.get('image_size')}-pixel clips; use --size "
-                             f"{index.get('image_size')} to resume it, or another -o for {size}-pixel clips")
+        found = index.get("image_size")
+    else:
+        written = sorted(p for p in (out / "clips").glob("*.npz") if not p.name.startswith(".")) if (out / "clips").is_dir() else []
+        shard = written[0] if written else None
+        found = _shard_header(shard, "images")[1] if shard is not None else size
+    if found != size:
+        raise UsageError(f"{out} holds {found}-pixel clips; use --size {found} to resume it, or another -o for {size}-pixel clips")
 
 
 def _preflight(cfg: PreprocessConfig) -> int:
     """Fail before the first video for what would fail on every one (no landmark embedding, no
     DECA model); the FLAME model's vertex count."""
-    from gdpw.fit import FaceTracker
-
     flame = cfg.head.load()
     with FaceTracker(flame, cfg.track) as tracker:
         if cfg.track.fitter == "landmarks":

@@ -79,7 +79,7 @@ class TrainConfig:
     init: str | None = None  # a checkpoint whose network weights start a new run (e.g. a lower-resolution one); fresh optimisers
     flame: str | None = None  # FLAME generic_model.pkl; None uses the demo head
     antialias: bool = False  # antialiased guidance maps (the official renderer's; the released models' input)
-    engine: Literal["torch", "accelerate"] = "torch"  # accelerate: multi-GPU / multi-node through HF Accelerate
+    engine: Literal["torch", "accelerate"] = "torch"  # torch: one process, or several under torchrun; accelerate: one process with HF Accelerate (mixed precision)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 / fp16: autocast on GPU
     channels_last: bool = False  # networks and batches in channels_last memory format (faster convs on GPUs)
     log_every: int = 50

@@ -34,6 +34,7 @@ from gdpw.model.checkpoint import Checkpoint, load_checkpoint, load_state, save_
 from gdpw.render.visualize import save_png
 
 from .config import TrainConfig
+from .distributed import World, global_batchnorm
 from .losses import VGG19Features
 from .step import TrainStep, build_objective
 
@@ -96,6 +97,7 @@ class Trainer:
         self.previous_path = self.ckpt_path.with_name("previous.pt")  # the one before, kept in case last.pt is lost
         self._last_is_good = True  # False after resuming from previous.pt: a bad last.pt is not kept as previous
         self.accel = self._make_accelerator()
+        self.world = World.from_env() if self.accel is None else World()  # torchrun: several processes
         self.device = self.accel.device if self.accel is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
         self.flame = FLAME(cfg.flame)
@@ -121,11 +123,12 @@ class Trainer:
 
         self.step = 0
         self.skipped = 0
+        if self.world.size > 1:  # the global batch's BatchNorm statistics, rank 0's initial weights
+            nets = [self.gen] if self.disc is None else [self.gen, self.disc]
+            for net in nets:
+                global_batchnorm(net)
+            self.world.broadcast(nets)
         if self.accel is not None:
-            if self.world_size > 1:  # BatchNorm statistics over the whole global batch
-                self.gen = nn.SyncBatchNorm.convert_sync_batchnorm(self.gen)
-                if self.disc is not None:
-                    self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
             self.gen, self.opt_g, *rest = self.accel.prepare(self.gen, self.opt_g, *([self.disc, self.opt_d] if self.disc else []))
             if self.disc is not None:
                 self.disc, self.opt_d = rest
@@ -146,7 +149,11 @@ class Trainer:
         except ImportError:
             raise ImportError("engine 'accelerate' needs HF Accelerate: pip install accelerate") from None
         mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.cfg.precision]
-        return Accelerator(mixed_precision=mp if torch.cuda.is_available() else "no")
+        accel = Accelerator(mixed_precision=mp if torch.cuda.is_available() else "no")
+        if accel.num_processes > 1:  # DDP's reducer refuses the GAN step's several discriminator calls
+            raise ConfigError("several processes train with engine: torch under torchrun "
+                              "(torchrun --nproc_per_node N -m gdpw train ...); engine: accelerate runs one")
+        return accel
 
     def _make_dataset(self) -> PairDataset:
         dc = self.cfg.data
@@ -176,11 +183,11 @@ class Trainer:
 
     @property
     def world_size(self) -> int:
-        return 1 if self.accel is None else int(self.accel.num_processes)
+        return self.world.size
 
     @property
     def rank(self) -> int:
-        return 0 if self.accel is None else int(self.accel.process_index)
+        return self.world.rank
 
     @property
     def is_main(self) -> bool:
@@ -206,6 +213,8 @@ class Trainer:
             self.accel.backward(loss)
         else:
             loss.backward()
+        nets = [self.gen] if self.disc is None else [self.gen, self.disc]
+        self.world.average_gradients(p for net in nets for p in net.parameters())
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step on ``batch``; the weighted loss terms and totals."""
@@ -302,6 +311,7 @@ class Trainer:
     def save(self) -> None:
         if self.accel is not None:
             self.accel.wait_for_everyone()
+        self.world.barrier()
         if not self.is_main:
             return
         state = {
