@@ -188,6 +188,10 @@ def load_driver(args: argparse.Namespace) -> Driver:
     return Driver(animator, None, driving, info.fps, args.driving if info.has_audio else None)
 
 
+def close_driver(driver: Driver) -> None:
+    driver.animator.close()
+
+
 def animate_portrait(args: argparse.Namespace, driver: Driver, item: Portrait) -> int:
     """One portrait driven and written (atomically); its frame count."""
     from gdpw.data.video import read_image
@@ -212,7 +216,8 @@ def _animate_folder(args: argparse.Namespace, runner: Runner) -> None:
         return not args.overwrite and item.output.exists()
 
     job = Job("animate", items, key=lambda item: item.source.name, setup=partial(load_driver, args),
-              run=partial(animate_portrait, args), done=done, bad_item=(VideoError, FaceDetectionError))
+              run=partial(animate_portrait, args), done=done, bad_item=(VideoError, FaceDetectionError),
+              close=close_driver)
     outcomes = run_job(job, runner)
     failed = [o.error if str(o.item.source) in (o.error or "") else f"{o.item.source.name}: {o.error}"
               for o in outcomes if o.error is not None]

@@ -18,6 +18,7 @@ recorded with its one-line error and the run goes on; any other error stops the 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import multiprocessing
@@ -101,6 +102,7 @@ class Job(Generic[S, I, R]):
     run: Callable[[S, I], R]  # does one item and writes its output atomically
     done: Callable[[I], bool]  # its output is already written
     bad_item: tuple[type[BaseException], ...] = ()  # errors that are the item's fault: recorded, the run goes on
+    close: Callable[[S], None] | None = None  # frees what ``setup`` made, when the worker is done
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Task(Generic[S, I, R]):
     setup: Callable[[], S]
     run: Callable[[S, I], R]
     bad_item: tuple[type[BaseException], ...]
+    close: Callable[[S], None] | None = None
 
     def attempt(self, state: S, item: I) -> Outcome[I, R]:
         """One item; its own failure (``bad_item``) becomes its outcome, anything else is raised."""
@@ -157,11 +160,15 @@ class Task(Generic[S, I, R]):
 def _local(job: Job[S, I, R], todo: list[I], runner: Runner) -> Iterator[Outcome[I, R]]:
     if not todo:
         return
-    task = Task(job.setup, job.run, job.bad_item)
+    task = Task(job.setup, job.run, job.bad_item, job.close)
     if runner.workers == 1:
         state = task.setup()
-        for item in todo:
-            yield task.attempt(state, item)
+        try:
+            for item in todo:
+                yield task.attempt(state, item)
+        finally:
+            if task.close is not None:
+                task.close(state)
         return
     # spawned, not forked: a fork copies the locks of this process's threads (MediaPipe's, PyTorch's) as they are
     spawn = multiprocessing.get_context("spawn")
@@ -189,6 +196,8 @@ def _set_up_worker(task: Task[Any, Any, Any], threads: int) -> None:
 
     torch.set_num_threads(threads)
     _PoolWorker.task, _PoolWorker.state = task, task.setup()
+    if task.close is not None:  # the pool's processes end normally: free the set-up before the interpreter goes
+        atexit.register(task.close, _PoolWorker.state)
 
 
 def _attempt_in_worker(item: Any) -> Outcome[Any, Any]:
@@ -209,6 +218,11 @@ class _RayWorker:
     def attempt(self, item: Any) -> Outcome[Any, Any]:
         return self.task.attempt(self.state, item)
 
+    def __del__(self) -> None:  # also called on Ray's class wrapper in the driver, which has no task
+        task = getattr(self, "task", None)
+        if task is not None and task.close is not None:
+            task.close(self.state)
+
 
 def _ray(job: Job[S, I, R], todo: list[I], runner: Runner) -> Iterator[Outcome[I, R]]:
     try:
@@ -227,7 +241,7 @@ def _ray(job: Job[S, I, R], todo: list[I], runner: Runner) -> Iterator[Outcome[I
         # spread over the nodes; a worker lost with its node is started again elsewhere and its item retried
         worker = ray.remote(num_cpus=runner.cpus_per_worker, num_gpus=runner.gpus_per_worker, max_restarts=-1,
                             max_task_retries=-1, scheduling_strategy="SPREAD")(_RayWorker)
-        task = Task(job.setup, job.run, job.bad_item)
+        task = Task(job.setup, job.run, job.bad_item, job.close)
         threads = runner.threads or max(1, int(runner.cpus_per_worker))
         pool = ActorPool([worker.remote(task, threads) for _ in range(min(runner.workers, len(todo)))])
         yield from pool.map_unordered(lambda actor, item: actor.attempt.remote(item), todo)

@@ -72,6 +72,13 @@ class Worker:
     flame: FLAME
     tracker: FaceTracker
 
+    def close(self) -> None:
+        self.tracker.close()
+
+
+def close_worker(worker: Worker) -> None:
+    worker.close()
+
 
 def load_worker(cfg: PreprocessConfig) -> Worker:
     flame = cfg.head.load()
@@ -116,7 +123,7 @@ def preprocess_job(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg
                                "test" if identity in cfg.heldout else "train"))
     # the video's fault: skipped and listed, the run goes on; anything else stops it
     return Job("preprocess", items, key=_key, setup=partial(load_worker, cfg), run=process_video, done=shard_written,
-               bad_item=(VideoError, FaceDetectionError))
+               bad_item=(VideoError, FaceDetectionError), close=close_worker)
 
 
 def _key(item: VideoItem) -> str:
