@@ -137,6 +137,7 @@ def test_an_input_named_as_the_output_is_refused_and_kept(files: dict[str, Path]
     (["animate", "--source", "{face}", "--driving", "{drive}", "-o", "{root}/o.mp4", "--max-frames", "0"], "--max-frames"),
     (["animate", "--source", "{folder}", "--driving", "{drive}", "-o", "{face}"], "is a file"),
     (["preprocess", "{root}/missing", "-o", "{root}/ds"], "missing"),
+    (["convert", "{face}", "-o", "{face}"], "is an input"),
 ])
 def test_bad_arguments_end_with_one_line_before_any_work(argv: list[str], needle: str, files: dict[str, Path],
                                                         capsys: pytest.CaptureFixture[str]) -> None:

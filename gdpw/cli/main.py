@@ -24,8 +24,10 @@ EXAMPLES = """examples:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    from gdpw.common.files import check_output
     from gdpw.model.checkpoint import convert_official
 
+    check_output(args.output, [args.checkpoint])  # the released file is kept
     ckpt = convert_official(args.checkpoint, args.output, allow_pickle=args.allow_pickle)
     n = sum(v.numel() for v in ckpt.generator.values() if v.is_floating_point())
     print(
