@@ -367,3 +367,67 @@ def test_arcface_alignment_equals_scikit_image_and_weights_load(tmp_path: Path) 
     torch.save({"fc.weight": torch.zeros(512, 10)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not ArcFace"):
         IResNet.from_file(tmp_path / "other.pth")
+
+
+@pytest.fixture
+def one_thread():  # type: ignore[no-untyped-def]
+    """PyTorch on one thread here, as in the workers below (--threads 1): the generated images differ in
+    rounding with the thread count, and MediaPipe's landmarks on them by more (0.2 % of AKD)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sharded_evaluation_merges_into_the_same_report(tmp_path: Path, capsys, one_thread) -> None:  # type: ignore[no-untyped-def]
+    """Two --shard runs and a --merge, a pool of 2 and Ray give the report of one run: every metric
+    a mean over the same pairs, FID from the pooled features (seeded Inception weights stand in for
+    pytorch-fid's)."""
+    import csv
+    import importlib.util
+    import os
+
+    from gdpw.backbones import FIDInceptionV3
+    from gdpw.cli.main import main
+    from gdpw.data import SynthConfig, write_synth_dataset
+    from gdpw.model.checkpoint import load_checkpoint
+    from gdpw.pipeline.animator import DEMO_CHECKPOINT
+
+    size = load_checkpoint(DEMO_CHECKPOINT).image_size
+    write_synth_dataset(tmp_path / "d", SynthConfig(num_identities=3, clips_per_identity=1, frames_per_clip=7, size=size,
+                                                    heldout_identities=2, seed=4), progress=False)
+    torch.manual_seed(0)
+    torch.save(FIDInceptionV3().state_dict(), tmp_path / "inception.pth")
+    common = ["evaluate", "--data", str(tmp_path / "d"), "--max-pairs", "4", "--no-baselines",
+              "--fid-weights", str(tmp_path / "inception.pth")]
+    assert main([*common, "-o", str(tmp_path / "one")]) == 0
+    for j in range(2):
+        assert main([*common, "-o", str(tmp_path / "shards"), "--shard", f"{j}/2"]) == 0
+    assert not (tmp_path / "shards" / "report.md").exists()
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--merge", str(tmp_path / "shards"), "-o", str(tmp_path / "merged")]) == 0
+
+    def table(folder: str) -> dict[tuple[str, str, str], str]:
+        with open(tmp_path / folder / "results.csv") as fh:
+            return {(r["method"], r["setting"], r["metric"]): r["value"] for r in csv.DictReader(fh)}
+
+    assert main([*common, "-o", str(tmp_path / "pool"), "--workers", "2", "--threads", "1"]) == 0  # slices in parallel
+    runs = ["merged", "pool"]
+    if importlib.util.find_spec("ray") is not None:
+        assert main([*common, "-o", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2", "--threads", "1"]) == 0
+        runs.append("ray")
+    elif os.environ.get("CI"):
+        pytest.fail("ray is required in CI")
+    one = table("one")
+    assert one[("demo_generator", "same", "FID")] != ""
+    for run in runs:
+        other = table(run)
+        assert one.keys() == other.keys(), run
+        for key, value in one.items():  # per-pair values from batches of another size: float32 rounding only
+            assert (value == "") == (other[key] == ""), (run, key)
+            if value:
+                assert float(other[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), (run, key)
+    # a shard missing: named, not averaged over
+    (tmp_path / "shards" / "pairs.1-of-2.npz").unlink()
+    capsys.readouterr()
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--merge", str(tmp_path / "shards")]) == 2
+    assert "missing from the shards" in capsys.readouterr().err

@@ -42,7 +42,7 @@ from gdpw.backbones.fan import FAN, FanLandmarks
 from gdpw.backbones.lpips import LPIPS
 from gdpw.common.config import flat, validate
 from gdpw.common.errors import CheckpointError, DatasetError, FlameModelError, GdpwError, MissingAssetError, UsageError
-from gdpw.common.files import write_text_atomic
+from gdpw.common.files import atomic_write, write_text_atomic
 from gdpw.common.images import to_tensor
 from gdpw.data import GdpwClipSource
 from gdpw.data.dataset import ClipInfo, clip_params, load_clip, read_index
@@ -334,35 +334,196 @@ class FaceMetrics:
                   for x, f in ((a, fa), (b, fb)))
         return float(np.dot(ea, eb) / (np.linalg.norm(ea) * np.linalg.norm(eb)))
 
-    def evaluate(self, out: torch.Tensor, driving: torch.Tensor, identity_ref: torch.Tensor, with_akd: bool) -> dict[str, float | None]:
-        res: dict[str, float | None] = {"CSIM": None, "AKD": None, "AED": None, "APD": None}
-        vals = [v for v in (self.identity_similarity(o, r) for o, r in zip(out, identity_ref)) if v is not None]
-        res["CSIM"] = float(np.mean(vals)) if vals else None
+    def per_pair(self, out: torch.Tensor, driving: torch.Tensor, identity_ref: torch.Tensor) -> dict[str, np.ndarray]:
+        """CSIM, AKD, AED and APD of each pair; NaN where a face was not found (or a network is missing)."""
+        n = out.shape[0]
+        res = {k: np.full(n, np.nan) for k in ("CSIM", "AKD", "AED", "APD")}
+        for i, (o, r) in enumerate(zip(out, identity_ref)):
+            v = self.identity_similarity(o, r)
+            res["CSIM"][i] = np.nan if v is None else v
         if self.detector is not None:
-            akd, aed, apd = [], [], []
-            for o, d in zip(out, driving):
+            for i, (o, d) in enumerate(zip(out, driving)):
                 fo, fd = self.face(o), self.face(d)
                 if fo is None or fd is None:
                     continue
-                akd.append(float(np.linalg.norm(fo.akd_points - fd.akd_points, axis=1).mean()))
+                res["AKD"][i] = float(np.linalg.norm(fo.akd_points - fd.akd_points, axis=1).mean())
                 if fo.expression is not None and fd.expression is not None and fo.angles is not None and fd.angles is not None:
-                    aed.append(float((fo.expression - fd.expression).abs().mean()))
-                    apd.append(float((fo.angles - fd.angles).abs().mean() * 180 / math.pi))
-            if akd:
-                res["AKD"] = float(np.mean(akd)) if with_akd else None
-            if aed:
-                res["AED"], res["APD"] = float(np.mean(aed)), float(np.mean(apd))
+                    res["AED"][i] = float((fo.expression - fd.expression).abs().mean())
+                    res["APD"][i] = float((fo.angles - fd.angles).abs().mean() * 180 / math.pi)
+        return res
+
+    def evaluate(self, out: torch.Tensor, driving: torch.Tensor, identity_ref: torch.Tensor, with_akd: bool) -> dict[str, float | None]:
+        """The means of ``per_pair`` over the pairs where each was measured (None where none was)."""
+        res = {k: _mean(v) for k, v in self.per_pair(out, driving, identity_ref).items()}
+        if not with_akd:
+            res["AKD"] = None
         return res
 
 
-def lpips_distance(net: LPIPS, a: torch.Tensor, b: torch.Tensor, batch_size: int = 16) -> float:
+def _mean(values: np.ndarray) -> float | None:
+    measured = values[~np.isnan(values)]
+    return float(measured.mean()) if measured.size else None
+
+
+def lpips_per_pair(net: LPIPS, a: torch.Tensor, b: torch.Tensor, batch_size: int = 16) -> np.ndarray:
     with torch.no_grad():
-        return float(torch.cat([net(a[i : i + batch_size], b[i : i + batch_size]) for i in range(0, a.shape[0], batch_size)]).mean())
+        return torch.cat([net(a[i : i + batch_size], b[i : i + batch_size]).reshape(-1)
+                          for i in range(0, a.shape[0], batch_size)]).double().numpy()
 
 
 def fid_features(images: torch.Tensor, net: torch.nn.Module, batch_size: int = 16) -> torch.Tensor:
+    """(N, 2048) pool3 features; (0, 2048) for no images (a shard without pairs of a setting)."""
     with torch.no_grad():
-        return torch.cat([net(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+        parts = [net(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(parts) if parts else images.new_zeros((0, 2048))
+
+
+SETTINGS = {"same": SAME_COLUMNS, "cross": CROSS_COLUMNS}
+
+
+@dataclass
+class PairResults:
+    """Every metric of every pair (NaN: not measured there) and the FID features, by method and
+    setting, with each pair's index in its setting: what ``gdpw evaluate --shard`` saves and
+    ``--merge`` pools (FID from the pooled features, never an average of per-shard FIDs)."""
+
+    index: dict[str, np.ndarray] = field(default_factory=dict)  # setting -> (n,) pair indices
+    values: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)  # (method, setting, metric) -> (n,)
+    features: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (method or REAL, setting) -> (n, 2048)
+    networks: dict[str, str] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)  # pairs per setting in the whole evaluation
+    methods: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        import json
+
+        arrays = {f"index::{k}": v for k, v in self.index.items()}
+        arrays |= {"values::" + "::".join(k): v for k, v in self.values.items()}
+        arrays |= {"features::" + "::".join(k): v for k, v in self.features.items()}
+        meta = {"networks": self.networks, "total": self.total, "methods": self.methods}
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+        with atomic_write(path) as fh:
+            fh.write(buf.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> PairResults:
+        import json
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                out = cls(networks=meta["networks"], total=meta["total"], methods=meta["methods"])
+                for key in z.files:
+                    kind, *rest = key.split("::")
+                    if kind == "index":
+                        out.index[rest[0]] = z[key]
+                    elif kind == "values":
+                        out.values[tuple(rest)] = z[key]  # type: ignore[index]
+                    elif kind == "features":
+                        out.features[tuple(rest)] = z[key]  # type: ignore[index]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DatasetError(f"{path}: not a gdpw evaluation shard ({type(err).__name__}: {err})") from None
+        return out
+
+    @classmethod
+    def merge(cls, parts: list[PairResults]) -> PairResults:
+        """One result from shards of the same evaluation: pairs in index order; a pair twice or one
+        missing is an error."""
+        first = parts[0]
+        if any(p.total != first.total or p.methods != first.methods for p in parts):
+            raise UsageError("the shards are of different evaluations (pair counts or methods differ)")
+        out = cls(networks=first.networks, total=first.total, methods=first.methods)
+        for setting, total in first.total.items():
+            index = np.concatenate([p.index[setting] for p in parts])
+            order = np.argsort(index, kind="stable")
+            if not np.array_equal(index[order], np.arange(total)):
+                missing = sorted(set(range(total)) - set(index.tolist()))
+                raise UsageError(f"{setting}-identity pairs missing from the shards: {missing[:10]}"
+                                 f"{' ...' if len(missing) > 10 else ''} (or given twice); run the missing shards")
+            out.index[setting] = index[order]
+            for key in first.values:
+                if key[1] == setting:
+                    out.values[key] = np.concatenate([p.values[key] for p in parts])[order]
+            for key in first.features:
+                if key[1] == setting:
+                    out.features[key] = np.concatenate([p.features[key] for p in parts])[order]
+        return out
+
+    def report(self) -> Report:
+        report = Report(networks=dict(self.networks), pairs={k: int(v.shape[0]) for k, v in self.index.items()})
+        for method in self.methods:
+            report.rows[method] = {}
+            for setting, columns in SETTINGS.items():
+                row: dict[str, float | None] = {}
+                for metric in columns:
+                    if metric == "FID":
+                        fake, real = self.features.get((method, setting)), self.features.get((REAL, setting))
+                        row[metric] = (frechet_distance(torch.from_numpy(fake), torch.from_numpy(real))
+                                       if fake is not None and real is not None else None)
+                    else:
+                        values = self.values.get((method, setting, metric))
+                        row[metric] = None if values is None else _mean(values)
+                report.rows[method][setting] = row
+        return report
+
+
+REAL = "real"  # the FID features of the real images a setting compares against
+
+
+def pair_results(root: str, methods: dict[str, Method], flame: FLAME, cfg: EvalConfig = EvalConfig(),
+                 shard: str | None = None) -> PairResults:
+    """Every metric of every pair of the test split of ``root`` (or of one ``shard`` of the pairs:
+    J/N, by each pair's setting and index). User-named metric weights are loaded before any pair is
+    generated, so a bad file fails first."""
+    from gdpw.backbones import FIDInceptionV3
+    from gdpw.common.jobs import Shard
+
+    res = PairResults(methods=list(methods))
+    res.networks["L1/PSNR/SSIM"] = "pixels in [0, 1]; SSIM with an 11x11 Gaussian window"
+    lpips_net = load_lpips(cfg)
+    res.networks["LPIPS"] = (f"lpips package's {cfg.lpips_trunk} LPIPS v0.1 from {Path(cfg.lpips_weights).name}"
+                             if lpips_net is not None and cfg.lpips_weights else
+                             "unavailable: name --lpips-weights and --lpips-trunk-weights (user-brought files)")
+    fid_net = None
+    try:
+        fid_net = FIDInceptionV3.from_file(fid_weights_path(cfg.fid_weights))
+        res.networks["FID"] = "InceptionV3 pool3, pytorch-fid weights"
+    except (FileNotFoundError, GdpwError) as err:
+        res.networks["FID"] = f"unavailable: {err}"
+    if not cfg.face_metrics:
+        res.networks["CSIM"] = res.networks["AKD"] = res.networks["AED/APD"] = "skipped (--no-face-metrics)"
+    faces_m = FaceMetrics(res.networks, flame, cfg.identity_weights, cfg.fan_weights) if cfg.face_metrics else None
+    part = Shard.parse(shard) if shard else None
+    try:
+        for setting, pairs in (("same", same_identity_pairs(root, cfg.max_pairs)),
+                               ("cross", cross_identity_pairs(root, flame, cfg.max_pairs))):
+            res.total[setting] = pairs.img_s.shape[0]
+            keep = [i for i in range(pairs.img_s.shape[0]) if part is None or part.holds(f"{setting}/{i}")]
+            res.index[setting] = np.array(keep, dtype=np.int64)
+            pairs = Pairs(*(t[keep] for t in (pairs.img_s, pairs.img_d, pairs.verts_s, pairs.verts_d)))
+            # same identity: the driving frame is the target; cross: the source is the identity (and FID's real set)
+            real = pairs.img_d if setting == "same" else pairs.img_s
+            if fid_net is not None:
+                res.features[(REAL, setting)] = fid_features(real, fid_net).double().numpy()
+            for name, method in methods.items():
+                out = run_method(method, pairs) if keep else pairs.img_s
+                if setting == "same":
+                    res.values[(name, setting, "L1")] = l1(out, pairs.img_d).double().numpy()
+                    res.values[(name, setting, "PSNR")] = psnr(out, pairs.img_d).double().numpy()
+                    res.values[(name, setting, "SSIM")] = ssim(out, pairs.img_d).double().numpy()
+                    if lpips_net is not None:
+                        res.values[(name, setting, "LPIPS")] = lpips_per_pair(lpips_net, out, pairs.img_d)
+                if fid_net is not None:
+                    res.features[(name, setting)] = fid_features(out, fid_net).double().numpy()
+                if faces_m is not None:
+                    for metric, values in faces_m.per_pair(out, pairs.img_d, real).items():
+                        if metric != "AKD" or setting == "same":
+                            res.values[(name, setting, metric)] = values
+    finally:
+        if faces_m is not None:
+            faces_m.close()
+    return res
 
 
 def evaluate(
@@ -372,58 +533,13 @@ def evaluate(
     cfg: EvalConfig = EvalConfig(),
     grid_path: Path | None = None,
 ) -> Report:
-    """Run ``methods`` on the test split of ``root``; ``flame`` is the model the dataset was fitted with.
-    User-named metric weights are loaded before any pair is generated, so a bad file fails first."""
-    from gdpw.backbones import FIDInceptionV3
-
-    report = Report()
-    report.networks["L1/PSNR/SSIM"] = "pixels in [0, 1]; SSIM with an 11x11 Gaussian window"
-    lpips_net = load_lpips(cfg)
-    report.networks["LPIPS"] = (f"lpips package's {cfg.lpips_trunk} LPIPS v0.1 from {Path(cfg.lpips_weights).name}"
-                                if lpips_net is not None and cfg.lpips_weights else
-                                "unavailable: name --lpips-weights and --lpips-trunk-weights (user-brought files)")
-    fid_net = None
-    try:
-        fid_net = FIDInceptionV3.from_file(fid_weights_path(cfg.fid_weights))
-        report.networks["FID"] = "InceptionV3 pool3, pytorch-fid weights"
-    except (FileNotFoundError, GdpwError) as err:
-        report.networks["FID"] = f"unavailable: {err}"
-    if not cfg.face_metrics:
-        report.networks["CSIM"] = report.networks["AKD"] = report.networks["AED/APD"] = "skipped (--no-face-metrics)"
-    faces_m = FaceMetrics(report.networks, flame, cfg.identity_weights, cfg.fan_weights) if cfg.face_metrics else None
-    try:
-        same = same_identity_pairs(root, cfg.max_pairs)
-        cross = cross_identity_pairs(root, flame, cfg.max_pairs)
-        report.pairs = {"same": same.img_s.shape[0], "cross": cross.img_s.shape[0]}
-        real_same = fid_features(same.img_d, fid_net) if fid_net is not None else None
-        real_cross = fid_features(cross.img_s, fid_net) if fid_net is not None else None
-        grid_rows = []
-        for name, method in methods.items():
-            out_same = run_method(method, same)
-            out_cross = run_method(method, cross)
-            s: dict[str, float | None] = {
-                "L1": float(l1(out_same, same.img_d).mean()),
-                "PSNR": float(psnr(out_same, same.img_d).mean()),
-                "SSIM": float(ssim(out_same, same.img_d).mean()),
-                "LPIPS": lpips_distance(lpips_net, out_same, same.img_d) if lpips_net is not None else None,
-                "FID": None,
-            }
-            c: dict[str, float | None] = {"FID": None}
-            if fid_net is not None and real_same is not None and real_cross is not None:
-                s["FID"] = frechet_distance(fid_features(out_same, fid_net), real_same)
-                c["FID"] = frechet_distance(fid_features(out_cross, fid_net), real_cross)
-            if faces_m is not None:
-                s.update(faces_m.evaluate(out_same, same.img_d, same.img_d, with_akd=True))
-                fc = faces_m.evaluate(out_cross, cross.img_d, cross.img_s, with_akd=False)
-                c.update({k: fc[k] for k in ("CSIM", "AED", "APD")})
-            report.rows[name] = {"same": s, "cross": c}
-            grid_rows.append(out_same[:6])
-    finally:
-        if faces_m is not None:
-            faces_m.close()
-    if grid_path is not None:
+    """Run ``methods`` on the test split of ``root``; ``flame`` is the model the dataset was fitted with."""
+    report = pair_results(root, methods, flame, cfg).report()
+    if grid_path is not None:  # the first six same-identity pairs: source, driving, then each method's result
         from gdpw.render.visualize import save_png
 
-        rows = [same.img_s[:6], same.img_d[:6]] + grid_rows
+        same = same_identity_pairs(root, cfg.max_pairs)
+        same = Pairs(*(t[:6] for t in (same.img_s, same.img_d, same.verts_s, same.verts_d)))
+        rows = [same.img_s, same.img_d] + [run_method(m, same) for m in methods.values()]
         save_png(torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1), grid_path)
     return report
