@@ -172,6 +172,9 @@ class Driver:
     fps: float
     audio: str | None
 
+    def close(self) -> None:
+        self.animator.close()
+
 
 def load_driver(args: argparse.Namespace) -> Driver:
     from gdpw.data.video import read_image, read_video
@@ -186,10 +189,6 @@ def load_driver(args: argparse.Namespace) -> Driver:
         return Driver(animator, None, read_image(args.driving)[None], 25.0, None)
     driving, info = read_video(args.driving, args.max_frames)
     return Driver(animator, None, driving, info.fps, args.driving if info.has_audio else None)
-
-
-def close_driver(driver: Driver) -> None:
-    driver.animator.close()
 
 
 def animate_portrait(args: argparse.Namespace, driver: Driver, item: Portrait) -> int:
@@ -217,7 +216,7 @@ def _animate_folder(args: argparse.Namespace, runner: Runner) -> None:
 
     job = Job("animate", items, key=lambda item: item.source.name, setup=partial(load_driver, args),
               run=partial(animate_portrait, args), done=done, bad_item=(VideoError, FaceDetectionError),
-              close=close_driver)
+              close=Driver.close)
     outcomes = run_job(job, runner)
     failed = [o.error if str(o.item.source) in (o.error or "") else f"{o.item.source.name}: {o.error}"
               for o in outcomes if o.error is not None]

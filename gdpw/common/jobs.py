@@ -104,6 +104,10 @@ class Job(Generic[S, I, R]):
     bad_item: tuple[type[BaseException], ...] = ()  # errors that are the item's fault: recorded, the run goes on
     close: Callable[[S], None] | None = None  # frees what ``setup`` made, when the worker is done
 
+    @property
+    def task(self) -> Task[S, I, R]:
+        return Task(self.setup, self.run, self.bad_item, self.close)
+
 
 @dataclass(frozen=True)
 class Outcome(Generic[I, R]):
@@ -130,8 +134,9 @@ def run_job(job: Job[S, I, R], runner: Runner, progress: bool = True) -> list[Ou
     from tqdm import tqdm
 
     mine = select(job, runner.shard)
-    outcomes: list[Outcome[I, R]] = [Outcome(item, skipped=True) for item in mine if job.done(item)]
-    todo = [item for item in mine if not job.done(item)]
+    done = [job.done(item) for item in mine]  # each output looked up once
+    outcomes: list[Outcome[I, R]] = [Outcome(item, skipped=True) for item, d in zip(mine, done) if d]
+    todo = [item for item, d in zip(mine, done) if not d]
     engine = _ray if runner.engine == "ray" else _local
     with tqdm(total=len(todo), desc=job.name, unit="item", disable=not progress or not todo) as bar:
         for outcome in engine(job, todo, runner):
@@ -160,7 +165,7 @@ class Task(Generic[S, I, R]):
 def _local(job: Job[S, I, R], todo: list[I], runner: Runner) -> Iterator[Outcome[I, R]]:
     if not todo:
         return
-    task = Task(job.setup, job.run, job.bad_item, job.close)
+    task = job.task
     if runner.workers == 1:
         state = task.setup()
         try:
@@ -241,7 +246,7 @@ def _ray(job: Job[S, I, R], todo: list[I], runner: Runner) -> Iterator[Outcome[I
         # spread over the nodes; a worker lost with its node is started again elsewhere and its item retried
         worker = ray.remote(num_cpus=runner.cpus_per_worker, num_gpus=runner.gpus_per_worker, max_restarts=-1,
                             max_task_retries=-1, scheduling_strategy="SPREAD")(_RayWorker)
-        task = Task(job.setup, job.run, job.bad_item, job.close)
+        task = job.task
         threads = runner.threads or max(1, int(runner.cpus_per_worker))
         pool = ActorPool([worker.remote(task, threads) for _ in range(min(runner.workers, len(todo)))])
         yield from pool.map_unordered(lambda actor, item: actor.attempt.remote(item), todo)

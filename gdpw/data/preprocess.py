@@ -76,10 +76,6 @@ class Worker:
         self.tracker.close()
 
 
-def close_worker(worker: Worker) -> None:
-    worker.close()
-
-
 def load_worker(cfg: PreprocessConfig) -> Worker:
     flame = cfg.head.load()
     return Worker(cfg, flame, FaceTracker(flame, cfg.track, crop_size=cfg.size, blendshapes=cfg.head.load_blendshapes()))
@@ -123,7 +119,7 @@ def preprocess_job(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg
                                "test" if identity in cfg.heldout else "train"))
     # the video's fault: skipped and listed, the run goes on; anything else stops it
     return Job("preprocess", items, key=_key, setup=partial(load_worker, cfg), run=process_video, done=shard_written,
-               bad_item=(VideoError, FaceDetectionError), close=close_worker)
+               bad_item=(VideoError, FaceDetectionError), close=Worker.close)
 
 
 def _key(item: VideoItem) -> str:

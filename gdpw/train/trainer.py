@@ -124,10 +124,9 @@ class Trainer:
         self.step = 0
         self.skipped = 0
         if self.world.size > 1:  # the global batch's BatchNorm statistics, rank 0's initial weights
-            nets = [self.gen] if self.disc is None else [self.gen, self.disc]
-            for net in nets:
+            for net in self.networks:
                 global_batchnorm(net)
-            self.world.broadcast(nets)
+            self.world.broadcast(self.networks)
         if self.accel is not None:
             self.gen, self.opt_g, *rest = self.accel.prepare(self.gen, self.opt_g, *([self.disc, self.opt_d] if self.disc else []))
             if self.disc is not None:
@@ -182,6 +181,11 @@ class Trainer:
         return int(source.image_size)
 
     @property
+    def networks(self) -> list[nn.Module]:
+        """The generator, and the discriminator where the recipe has one."""
+        return [self.gen] if self.disc is None else [self.gen, self.disc]
+
+    @property
     def world_size(self) -> int:
         return self.world.size
 
@@ -213,8 +217,7 @@ class Trainer:
             self.accel.backward(loss)
         else:
             loss.backward()
-        nets = [self.gen] if self.disc is None else [self.gen, self.disc]
-        self.world.average_gradients(p for net in nets for p in net.parameters())
+        self.world.average_gradients(p for net in self.networks for p in net.parameters())
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         """One optimisation step on ``batch``; the weighted loss terms and totals."""
