@@ -10,14 +10,20 @@ driving frame and every result frame, and three figures are printed side by side
   mouthSmile (left + right), eyeBlink (left + right) and browInnerUp, averaged over the four
   (a channel that does not vary in one of them counts 0);
 * sharpness: variance of the Laplacian of the face box resampled to 128 x 128 grey, result over
-  source (1.0: as sharp as the portrait).
+  source (1.0: as sharp as the portrait);
+* jitter: the high-frequency motion of the result's 478 landmarks (RMS of their second difference
+  over consecutive frames, in units of the face's size), over the driver's own on the same frames
+  (1.0: as steady as the driver; a filter that lags shows below 1, shaking above);
+* head-scale wobble: the standard deviation over frames of the result's face size (the landmarks'
+  RMS radius) over its mean, relative to the driver's (1.0: the size varies as the driver's does).
 
 Frames where either face is not found are left out (their share is printed).
 
     python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [--live | --self] [--blendshape-map F]
-        [--set track.fit.eyelid_weight=4 ...] [-o docs/real_follow.md]
+        [--set track.fit.eyelid_weight=4 ...] [--tracking regressor|fitting] [--iterations N] [-o docs/real_follow.md]
 
-``--live`` animates as ``gdpw live`` does (each frame tracked causally as it comes, none dropped).
+``--live`` animates as ``gdpw live`` does (each frame tracked causally as it comes, none dropped;
+``--tracking`` and ``--iterations`` are ``LiveConfig``'s).
 ``--self`` drives each clip's own first frame instead of the portraits (same identity): what is lost
 then is the pipeline's, not the portrait's.
 """
@@ -42,6 +48,13 @@ class FaceReading:
     angles: np.ndarray  # yaw, pitch, roll in degrees
     channels: np.ndarray  # the four expression channels
     sharpness: float
+    points: np.ndarray  # (478, 2) landmarks in pixels
+    index: int  # the frame's number in its clip
+
+    @property
+    def size(self) -> float:
+        """The face's size: its landmarks' RMS distance from their centre (pixels)."""
+        return float(np.sqrt(((self.points - self.points.mean(0)) ** 2).sum(1).mean()))
 
 
 def euler_degrees(matrix: np.ndarray) -> np.ndarray:
@@ -67,13 +80,27 @@ def sharpness(image: np.ndarray, box: tuple[float, float, float, float]) -> floa
     return float(lap.var())
 
 
-def read_face(detector, image: np.ndarray) -> FaceReading | None:  # type: ignore[no-untyped-def]
+def read_face(detector, image: np.ndarray, index: int = 0) -> FaceReading | None:  # type: ignore[no-untyped-def]
     faces = detector.detect(image)
     if not faces or faces[0].pose is None:
         return None
     face = faces[0]
     channels = np.array([sum(face.blendshapes.get(n, 0.0) for n in names) for names in CHANNELS.values()])
-    return FaceReading(euler_degrees(face.pose), channels, sharpness(image, face.box()))
+    return FaceReading(euler_degrees(face.pose), channels, sharpness(image, face.box()), face.points.astype(np.float64), index)
+
+
+def high_frequency(readings: list[FaceReading]) -> float:
+    """RMS of the landmarks' second difference over runs of three consecutive frames, each in units
+    of the middle frame's face size (NaN without such a run)."""
+    acc = [np.sqrt(((a.points + c.points - 2 * b.points) ** 2).sum(1).mean()) / b.size
+           for a, b, c in zip(readings, readings[1:], readings[2:]) if c.index - a.index == 2]
+    return float(np.sqrt(np.mean(np.square(acc)))) if acc else float("nan")
+
+
+def scale_wobble(readings: list[FaceReading]) -> float:
+    """Standard deviation of the face size over frames, over its mean."""
+    sizes = np.array([r.size for r in readings])
+    return float(sizes.std() / sizes.mean())
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -83,20 +110,20 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure(animator, detector, source: np.ndarray, clip: Path, max_frames: int | None,  # type: ignore[no-untyped-def]
-            live: bool = False) -> dict[str, float]:
+            live: bool = False, live_cfg=None) -> dict[str, float]:
     from gdpw.data.video import read_video
     from gdpw.pipeline.live import LiveSession
 
     frames, info = read_video(clip, max_frames)
     start = time.perf_counter()
     if live:  # frame by frame as a camera would give them (causal tracking), none dropped
-        session = LiveSession(animator, source)
+        session = LiveSession(animator, source, live_cfg)
         results = [session.step(f, i / info.fps).image for i, f in enumerate(frames)]
     else:
         results = list(animator.animate(source, list(frames), fps=info.fps).frames)
     seconds = time.perf_counter() - start
     src = read_face(detector, source)
-    pairs = [(read_face(detector, d), read_face(detector, r)) for d, r in zip(frames, results)]
+    pairs = [(read_face(detector, d, i), read_face(detector, r, i)) for i, (d, r) in enumerate(zip(frames, results))]
     kept = [(d, r) for d, r in pairs if d is not None and r is not None]
     if src is None or len(kept) < 3:
         raise RuntimeError(f"faces found in too few frames ({len(kept)})")
@@ -106,7 +133,9 @@ def measure(animator, detector, source: np.ndarray, clip: Path, max_frames: int 
     corr = {name: correlation(np.array([d.channels[i] for d, _ in kept]), np.array([r.channels[i] for _, r in kept]))
             for i, name in enumerate(CHANNELS)}
     sharp = float(np.mean([r.sharpness for _, r in kept]) / max(src.sharpness, 1e-9))
+    drivers, shown = [d for d, _ in kept], [r for _, r in kept]
     return {"pose_err": pose_err, **corr, "expression": float(np.mean(list(corr.values()))), "sharpness": sharp,
+            "jitter": high_frequency(shown) / high_frequency(drivers), "wobble": scale_wobble(shown) / scale_wobble(drivers),
             "kept": len(kept) / len(pairs), "fps": len(frames) / seconds}
 
 
@@ -119,6 +148,8 @@ def main() -> None:
     p.add_argument("--blendshape-map", help="HeadConfig.blendshape_map: MediaPipe's blendshapes as expression observations "
                    "(the demo head's: gdpw/assets/demo_blendshapes.npz)")
     p.add_argument("--live", action="store_true", help="the live pipeline (gdpw live): causal tracking frame by frame")
+    p.add_argument("--tracking", choices=["fitting", "regressor"], default="fitting", help="with --live: LiveConfig.tracking")
+    p.add_argument("--iterations", type=int, help="with --live: LiveConfig.iterations (L-BFGS steps per frame)")
     p.add_argument("--self", action="store_true", help="each clip drives its own first frame (same identity) instead of the portraits")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an AnimateConfig field by its dotted path, e.g. track.fit.eyelid_weight=4 (repeatable)")
@@ -128,6 +159,7 @@ def main() -> None:
     from gdpw.data.video import read_image, read_video
     from gdpw.fit import MediaPipeDetector
     from gdpw.pipeline import AnimateConfig, Animator
+    from gdpw.pipeline.live import LiveConfig
 
     faces = Path(args.faces)
     clips = sorted(faces.glob("*.mp4"))
@@ -137,8 +169,8 @@ def main() -> None:
         portraits = sorted(faces.glob("*.jpg")) + sorted(faces.glob("*.png"))
         pairs = [(portrait.stem, lambda portrait=portrait: read_image(portrait), clip) for portrait in portraits for clip in clips]
     head = ("| portrait | driver | pose err (deg) | jawOpen | smile | blink | browInnerUp | expression (mean r) "
-            "| sharpness vs source | frames with faces | frames/s |")
-    lines = [head, "|" + " --- |" * 11]
+            "| sharpness vs source | jitter vs driver | scale wobble vs driver | frames with faces | frames/s |")
+    lines = [head, "|" + " --- |" * 13]
     rows = []
     cfg = AnimateConfig(checkpoint=args.checkpoint)
     cfg = cfg if args.detail is None else replace(cfg, detail=args.detail)
@@ -147,21 +179,22 @@ def main() -> None:
     with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for name, source, clip in pairs:
             try:
-                m = measure(animator, detector, source(), clip, args.max_frames, args.live)
+                m = measure(animator, detector, source(), clip, args.max_frames, args.live,
+                            LiveConfig(iterations=args.iterations, tracking=args.tracking))
             except Exception as err:  # reported in the table; the other pairs still run
-                lines.append(f"| {name} | {clip.stem} | failed: {type(err).__name__}: {err} |" + " |" * 8)
+                lines.append(f"| {name} | {clip.stem} | failed: {type(err).__name__}: {err} |" + " |" * 10)
                 print(lines[-1], flush=True)
                 continue
             rows.append(m)
             lines.append(f"| {name} | {clip.stem} | {m['pose_err']:.2f} | {m['jawOpen']:.2f} | {m['mouthSmile']:.2f} "
                          f"| {m['eyeBlink']:.2f} | {m['browInnerUp']:.2f} | {m['expression']:.2f} | {m['sharpness']:.2f} "
-                         f"| {100 * m['kept']:.0f} % | {m['fps']:.1f} |")
+                         f"| {m['jitter']:.2f} | {m['wobble']:.2f} | {100 * m['kept']:.0f} % | {m['fps']:.1f} |")
             print(lines[-1], flush=True)
     if rows:
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
         lines.append(f"| **mean** | | {mean['pose_err']:.2f} | {mean['jawOpen']:.2f} | {mean['mouthSmile']:.2f} | {mean['eyeBlink']:.2f} "
                      f"| {mean['browInnerUp']:.2f} | **{mean['expression']:.2f}** | **{mean['sharpness']:.2f}** "
-                     f"| {100 * mean['kept']:.0f} % | {mean['fps']:.1f} |")
+                     f"| {mean['jitter']:.2f} | {mean['wobble']:.2f} | {100 * mean['kept']:.0f} % | {mean['fps']:.1f} |")
         print(lines[-1])
     if args.output:
         Path(args.output).write_text("\n".join(lines) + "\n")

@@ -98,18 +98,26 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("fit", help="fit FLAME to an image or a video and save the parameters",
                        formatter_class=fmt, epilog="""examples:
   gdpw fit --input talk.mp4 -o talk_flame.npz --preview talk_fit.png
-  gdpw fit --input talk.mp4 -o talk.motion.npz        # a motion file: drives portraits, no face data""")
-    p.add_argument("--input", required=True, help="image or video")
-    p.add_argument("-o", "--output", required=True,
+  gdpw fit --input talk.mp4 -o talk.motion.npz        # a motion file: drives portraits, no face data
+  gdpw fit --train-regressor --flame generic_model.pkl --workers 2   # writes generic_model.regressor.npz (live tracking)
+  gdpw fit --train-regressor --regressor mine.npz --train.clips 800  # the demo head's, from more renders""")
+    p.add_argument("--input", help="image or video")
+    p.add_argument("-o", "--output",
                    help=".npz with shape, expression, poses and cameras; a .motion.npz name writes a motion file")
+    p.add_argument("--train-regressor", action="store_true",
+                   help="instead of fitting an input: train the head's FLAME regressor (used by live tracking) on "
+                        "synthetic renders and write it to --regressor (default: NAME.regressor.npz beside --flame)")
     p.add_argument("--preview", help="PNG: the crop beside the fitted mesh (first frame)")
     p.add_argument("--preview-size", type=int, default=256, help="crop side of the preview in pixels (default 256)")
     p.add_argument("--max-frames", type=int)
     from gdpw.fit import TrackConfig
+    from gdpw.fit.regressor_train import RegressorConfig
     from gdpw.flame import HeadConfig
 
     add_arguments(p, HeadConfig)
     add_arguments(p, TrackConfig)
+    add_arguments(p, RegressorConfig, prefix="train.", group="--train-regressor options")
+    add_arguments(p, Runner, exclude=("shard",), group="--train-regressor workers (render and read the examples)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("demo", help="reenactment and editing on the built-in demo head, no inputs needed",
@@ -361,6 +369,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from gdpw.fit import FaceTracker, TrackConfig
     from gdpw.flame import HeadConfig
 
+    if args.train_regressor:
+        _train_regressor(args)
+        return
+    if args.input is None or args.output is None:
+        raise UsageError("gdpw fit needs --input and -o (or --train-regressor)")
     path = Path(args.input)
     _check_max_frames(args)
     out = check_output(args.output, [args.input, args.preview])
@@ -387,6 +400,28 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if args.preview:
         _save_preview(flame, fit, crop(first, track.box, args.preview_size), Path(args.preview))
         print(f"wrote {args.preview}")
+
+
+def _train_regressor(args: argparse.Namespace) -> None:
+    """``gdpw fit --train-regressor``: the head's FLAME regressor, from renders, with its held-out accuracy."""
+    from gdpw.fit.regressor_train import RegressorConfig, train_regressor
+    from gdpw.flame import HeadConfig
+
+    if args.input or args.output or args.preview:
+        raise UsageError("--train-regressor trains the head's regressor: fit an --input in another run")
+    head = from_args(HeadConfig, args)
+    if head.flame is None and head.regressor is None:
+        raise UsageError("the demo head ships its regressor (gdpw/assets/demo_regressor.npz): "
+                         "name where a new one goes with --regressor PATH")
+    out = check_output(head.regressor_path(), [head.flame, head.landmark_embedding])
+    cfg = from_args(RegressorConfig, args, prefix="train.")
+    cache = out.with_name(out.name.removesuffix(".npz") + ".examples")
+    regressor = train_regressor(head, cfg, cache, from_args(Runner, args))
+    regressor.save(out)
+    a = regressor.accuracy
+    print(f"wrote {out}; held out ({a.get('frames', 0):.0f} frames of {a.get('identities', 0):.0f} identities): "
+          f"head rotation {a.get('head_rotation_deg', float('nan')):.2f} deg, jaw {a.get('jaw_open_mae', float('nan')):.3f} rad, "
+          f"expression r {a.get('expression_r', float('nan')):.2f}; the rendered examples are kept in {cache}")
 
 
 def _save_preview(flame, fit, crop_img: np.ndarray, path: Path) -> None:  # type: ignore[no-untyped-def]

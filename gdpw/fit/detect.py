@@ -133,8 +133,11 @@ class MediaPipeDetector:
 
     def close(self) -> None:
         if self._landmarker is not None:
-            self._landmarker.close()
-            self._landmarker = None
+            landmarker, self._landmarker = self._landmarker, None
+            try:
+                landmarker.close()
+            except RuntimeError:  # at interpreter exit MediaPipe's dispatcher may already be shut down
+                pass
 
     def __enter__(self) -> MediaPipeDetector:
         return self

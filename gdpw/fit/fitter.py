@@ -244,6 +244,21 @@ class LandmarkFitter:
                              observed=observed)
         return self._fit_from(vars, rms)
 
+    @torch.no_grad()
+    def solve_camera(self, lmk: torch.Tensor, fit: FlameSequence) -> torch.Tensor:
+        """(T, 3) the orthographic cameras that put ``fit``'s landmarks best onto ``lmk`` (T, 68, 2),
+        its other parameters kept: weighted linear least squares for the scale and the translation."""
+        cam0 = torch.tensor([[1.0, 0.0, 0.0]]).expand(len(fit), 3)
+        pts, _ = self.project(fit.shape, fit.expression, fit.global_pose, fit.jaw_pose, fit.eye_pose, cam0)  # (X, -Y)
+        w = torch.ones(68)
+        w[JAW_CONTOUR] = self.cfg.contour_weight
+        w = (w / w.sum())[None, :, None]
+        p_mean, l_mean = (pts * w).sum(1, keepdim=True), (lmk * w).sum(1, keepdim=True)
+        dp, dl = pts - p_mean, lmk - l_mean
+        s = (w * dp * dl).sum((1, 2)) / (w * dp * dp).sum((1, 2)).clamp_min(1e-12)
+        c = l_mean[:, 0] - s[:, None] * p_mean[:, 0]
+        return torch.stack([s, c[:, 0] / s, -c[:, 1] / s], 1)
+
     def refine(self, lmk: torch.Tensor, iris: torch.Tensor | None, init: FlameSequence, iterations: int = 30,
                observed: torch.Tensor | None = None) -> FlameSequence:
         """Fit one frame (1, 68, 2) starting from ``init`` (a live stream's previous frame; its

@@ -13,8 +13,11 @@ codes are smoothed over time before their cameras move into the crop, as the off
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -27,8 +30,9 @@ from gdpw.common.timing import StageTimes
 from gdpw.flame import FLAME, BlendshapeMap, FlameSequence
 from gdpw.flame.sequence import FRAME_FIELDS
 
-from .detect import DetectedFace, FaceDetector, MediaPipeDetector, pick_face
+from .detect import DetectedFace, FaceDetector, FaceLandmarks, MediaPipeDetector, pick_face
 from .fitter import FitConfig, LandmarkFitter, OneEuroFilter, Smoothing, smooth_fit, smoothing
+from .regressor import FlameRegressor, RegressorError
 
 DECA_BATCH = 16
 
@@ -72,7 +76,8 @@ class FaceTracker:
 
     def __init__(self, flame: FLAME, cfg: TrackConfig | None = None, device: str | torch.device = "cpu",
                  timings: StageTimes | None = None, default_recipe: CropRecipe = "gdpw", crop_size: int = 256,
-                 detector: FaceDetector | None = None, blendshapes: BlendshapeMap | None = None) -> None:
+                 detector: FaceDetector | None = None, blendshapes: BlendshapeMap | None = None,
+                 regressor: str | os.PathLike[str] | None = None) -> None:
         self.cfg = cfg = cfg or TrackConfig()
         self.recipe: CropRecipe = cfg.recipe(default_recipe)
         self.crop_size = crop_size  # the official recipe maps its box onto this many pixels
@@ -83,6 +88,8 @@ class FaceTracker:
         self._detector = detector  # MediaPipe's face landmarker unless another is given
         self.blendshapes = blendshapes  # MediaPipe's blendshapes as expression observations, when the head has a map
         self._fitter: LandmarkFitter | None = None
+        self.regressor_path = None if regressor is None else Path(regressor)  # loaded on first use (live tracking)
+        self._regressor: FlameRegressor | None = None
         self.deca = None
         if cfg.fitter == "deca":
             from .deca import DecaEncoder, require_flame_2020
@@ -104,6 +111,18 @@ class FaceTracker:
             self._fitter = LandmarkFitter(on_cpu, self.cfg.fit)
         return self._fitter
 
+    @property
+    def regressor(self) -> FlameRegressor | None:
+        """The head's FLAME regressor, loaded on first use; None (and one line on stderr, once) when
+        there is none or it cannot be used: tracking then fits landmarks instead."""
+        if self._regressor is None and self.regressor_path is not None:
+            try:
+                self._regressor = FlameRegressor.from_file(self.regressor_path, self.fitter.flame)
+            except RegressorError as err:
+                print(f"{err}; tracking by fitting landmarks instead", file=sys.stderr)
+                self.regressor_path = None
+        return self._regressor
+
     def close(self) -> None:
         if self._detector is not None:
             self._detector.close()
@@ -120,9 +139,12 @@ class FaceTracker:
                   face_index: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """68 landmarks and the two iris centres (pixels) of the chosen face (``face_index``, else
         the config's), and its expression and jaw as its blendshapes predict them (None without a map)."""
+        return self._observe(self.face(image, what, face_index), what)
+
+    def face(self, image: np.ndarray, what: str, face_index: int | None = None) -> DetectedFace:
+        """The chosen face (``face_index``, else the config's) as the detector gives it."""
         with self.timings.stage("detect"):
-            face = pick_face(self.detector.detect(image), self.cfg.face_index if face_index is None else face_index, what)
-        return self._observe(face, what)
+            return pick_face(self.detector.detect(image), self.cfg.face_index if face_index is None else face_index, what)
 
     def _observe(self, face: DetectedFace, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``landmarks``' answer for a detected face; a face under ``min_face_pixels`` counts as none."""
@@ -191,9 +213,9 @@ class FaceTracker:
                 params = smooth_fit(fit, fps, self.smoothing)
         return Track(boxes, params)
 
-    def stream(self, iterations: int = 30) -> StreamTracker:
+    def stream(self, iterations: int | None = None, regressor: bool = False) -> StreamTracker:
         """Causal tracking of a live stream, frame by frame (``StreamTracker``)."""
-        return StreamTracker(self, iterations)
+        return StreamTracker(self, iterations, regressor)
 
     def _deca(self, images: list[np.ndarray], lmks: list[np.ndarray], boxes: list[CropBox], fps: float) -> FlameSequence:
         """DECA's codes in batches, smoothed over time (expression, pose, camera), then their cameras
@@ -213,16 +235,25 @@ class StreamTracker:
 
     The first frame with a face is the stream's reference: fitted fully, it fixes the identity
     (shape) and, in gdpw's recipe, the crop box. Every later frame is refined from the previous
-    one (``LandmarkFitter.refine``: ``iterations`` L-BFGS steps), and smoothed by a One-Euro filter that sees only the
-    past (time from the frames' own timestamps). ``reset`` makes the next frame the reference.
+    one (``LandmarkFitter.refine``: ``iterations`` L-BFGS steps, default ``FITTING_ITERATIONS``);
+    or, with ``regressor`` (and a head that has one, and MediaPipe's faces), read by the FLAME
+    regressor against the reference (expression, jaw, eyes), its head turned as MediaPipe's
+    transformation matrices turned, its camera solved on the landmarks, then ``iterations`` L-BFGS
+    steps (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a One-Euro filter that sees only
+    the past (time from the frames' own timestamps). ``reset`` makes the next frame the reference.
 
         stream = tracker.stream()
         box, params = stream.step(frame, time.perf_counter())    # NoFaceError when none is found
     """
 
-    def __init__(self, tracker: FaceTracker, iterations: int = 30) -> None:
+    REGRESSOR_ITERATIONS = 0  # L-BFGS steps after the regressor (docs/benchmarks.md: live)
+    FITTING_ITERATIONS = 30  # L-BFGS steps from the previous frame without one
+
+    def __init__(self, tracker: FaceTracker, iterations: int | None = None, regressor: bool = False) -> None:
         self.tracker = tracker
-        self.iterations = iterations
+        self.regressor = tracker.regressor if regressor and tracker.deca is None else None
+        default = self.REGRESSOR_ITERATIONS if self.regressor is not None else self.FITTING_ITERATIONS
+        self.iterations = default if iterations is None else iterations
         s = tracker.smoothing
         self._filters = {k: OneEuroFilter(1.0, s.min_cutoff, s.beta) for k in FRAME_FIELDS} if s.min_cutoff > 0 else {}
         self.reset()
@@ -232,6 +263,7 @@ class StreamTracker:
         self.reference: FlameSequence | None = None  # the first frame's (smoothed) fit
         self._box: CropBox | None = None
         self._last: FlameSequence | None = None  # the previous frame's raw fit (the warm start)
+        self._anchor: tuple[FaceLandmarks, CropBox, FlameSequence] | None = None  # the reference's face, box and raw fit
         self._time: float | None = None
         for f in self._filters.values():
             f.reset()
@@ -240,19 +272,31 @@ class StreamTracker:
         """The crop box and the smoothed one-frame fit of ``frame`` (captured at ``timestamp``, seconds)."""
         t = self.tracker
         face_index = 0 if t.cfg.face_index is None else t.cfg.face_index  # several faces: the largest
-        lmk, iris, observed = t.landmarks(frame, "the camera frame", face_index)
+        face = t.face(frame, "the camera frame", face_index)
+        lmk, iris, observed = t._observe(face, "the camera frame")
+        fit: FlameSequence | None = None
         if self._last is None:  # the reference: a portrait's box and full fit, identity included
             track = t._fit_face(frame, lmk, iris, observed)
             box, fit = track.box, track.params
         else:
             box = t.box(lmk) if t.recipe == "official" else self._box
-            assert box is not None
-            with t.timings.stage("fit"):
-                if t.deca is not None:
-                    fit = t._deca([frame], [lmk], [box], fps=1.0)
-                else:
-                    fit = t.fitter.refine(_ndc([box], [lmk]), _ndc([box], [iris]), self._last, self.iterations,
+        assert box is not None
+        with t.timings.stage("fit"):
+            if fit is not None:  # the reference: its face kept for the regressor
+                self._anchor = (face, box, fit) if isinstance(face, FaceLandmarks) and face.pose is not None else None
+            elif self.regressor is not None and self._anchor is not None and isinstance(face, FaceLandmarks) and face.pose is not None:
+                fit = self.regressor.predict(face, box, *self._anchor)
+                lmk_ndc = _ndc([box], [lmk])
+                fit = fit.replace(global_pose=self.regressor.head_rotation(face, self._anchor[0], self._anchor[2]))
+                fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit))
+                if self.iterations > 0:
+                    fit = t.fitter.refine(_ndc([box], [lmk]), _ndc([box], [iris]), fit, self.iterations,
                                           observed=_stack([observed]))
+            else:  # DECA, or refined from the previous frame
+                assert self._last is not None
+                fit = t._deca([frame], [lmk], [box], fps=1.0) if t.deca is not None else t.fitter.refine(
+                    _ndc([box], [lmk]), _ndc([box], [iris]), self._last, self.iterations or self.FITTING_ITERATIONS,
+                    observed=_stack([observed]))
         self._last = fit
         dt = None if self._time is None else max(timestamp - self._time, 1e-3)
         per_frame = t.smoothing.per_frame or dt is None

@@ -19,6 +19,7 @@ from .io import FlameData, FlameFileError, LandmarkEmbedding, load_flame, load_l
 from .lbs import batch_rodrigues, lbs
 
 DEMO_HEAD = Path(__file__).resolve().parents[1] / "assets" / "demo_head.npz"
+DEMO_REGRESSOR = DEMO_HEAD.parent / "demo_regressor.npz"  # the demo head's FLAME regressor (gdpw.fit.regressor)
 NUM_JOINTS = 5
 
 
@@ -188,6 +189,7 @@ class HeadConfig:
     landmark_embedding: str | None = None  # 68-point landmark embedding for FLAME (DECA's landmark_embedding.npy, ...)
     dynamic_embedding: str | None = None  # with FLAME's flame_static_embedding.pkl: its flame_dynamic_embedding.npy
     blendshape_map: str | None = None  # MediaPipe blendshapes -> expression map (the demo head's: gdpw/assets/demo_blendshapes.npz)
+    regressor: str | None = None  # FLAME regressor (.npz) for live tracking; default: the demo head's, or NAME.regressor.npz beside a FLAME model
 
     def load(self) -> FLAME:
         if self.dynamic_embedding and not self.landmark_embedding:
@@ -200,3 +202,10 @@ class HeadConfig:
         """The given blendshape map, or None (landmarks alone). Off by default: the demo head's map,
         learned on its renders, lowers the expression correlation on real drivers (docs/real_follow.md)."""
         return BlendshapeMap.from_file(self.blendshape_map) if self.blendshape_map is not None else None
+
+    def regressor_path(self) -> Path:
+        """Where the head's FLAME regressor is: the given file, the demo head's shipped one, or
+        ``NAME.regressor.npz`` beside a FLAME model (``gdpw fit --train-regressor`` writes it there)."""
+        if self.regressor is not None:
+            return Path(self.regressor)
+        return DEMO_REGRESSOR if self.flame is None else Path(self.flame).with_suffix(".regressor.npz")

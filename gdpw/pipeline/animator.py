@@ -146,7 +146,8 @@ class Animator:
             raise ConfigError("CUDA graphs need a CUDA device")
         self.timings = StageTimes(sync=torch.cuda.synchronize if cuda else None)  # GPU stages timed to completion
         self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings, default_recipe=self.checkpoint.recipe,
-                                   crop_size=self.size, blendshapes=cfg.head.load_blendshapes())
+                                   crop_size=self.size, blendshapes=cfg.head.load_blendshapes(),
+                                   regressor=cfg.head.regressor_path())
 
     @property
     def recipe(self) -> CropRecipe:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -35,7 +36,8 @@ from .animator import Animator, transfer_motion
 class LiveConfig:
     """Live tracking and display."""
 
-    iterations: int = 30  # L-BFGS steps per camera frame, from the previous frame's fit
+    iterations: int | None = None  # L-BFGS steps per camera frame: from the previous frame's fit (default 30), or from the FLAME regressor's output (default 0)
+    tracking: Literal["fitting", "regressor"] = "fitting"  # each frame fitted to landmarks, or read by the head's FLAME regressor (5x faster; expressions weaker on real faces: docs/real_follow.md)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -78,7 +80,7 @@ class LiveSession:
         self.cfg = cfg or LiveConfig()
         self.source = animator.prepare_source(np.ascontiguousarray(portrait[..., :3]))
         self.encoded = animator.encode(self.source)
-        self.tracker = animator.tracker.stream(self.cfg.iterations)
+        self.tracker = animator.tracker.stream(self.cfg.iterations, self.cfg.tracking == "regressor")
         self.stats = LiveStats()
         self._last = self.source.image if animator.cfg.paste_back else self.source.crop
         self._shown: list[float] = []  # result times of the last second, for the fps figure
