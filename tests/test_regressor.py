@@ -165,5 +165,8 @@ def test_live_session_with_the_regressor_drives_the_portrait(flame: FLAME) -> No
         fitting = LiveSession(animator, portrait)
         assert fitting.tracker.regressor is None and fitting.tracker.iterations == 30
     assert all(s.face and s.target is not None and s.image.shape == portrait.shape for s in shown)
+    line = session.stats.line(shown[-1].fps)  # the page's line: the latency and where it goes
+    assert all(f" {stage} " in line for stage in ("detect", "fit", "render", "generate")), line
+    assert len(session.stats.stages) == len(shown) and all(v >= 0 for s in session.stats.stages for v in s.values())
     yaw = [float(s.target.global_pose[0, 1]) for s in shown if s.target is not None]
     assert np.ptp(yaw) > np.radians(10)  # the turn reaches the portrait

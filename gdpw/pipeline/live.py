@@ -62,12 +62,16 @@ class LiveStats:
     dropped: int = 0  # frames skipped because the previous one was still being animated
     missed: int = 0  # frames without a face
     latencies: list[float] = field(default_factory=list)  # seconds, capture to result, per animated frame
+    stages: list[dict[str, float]] = field(default_factory=list)  # seconds per pipeline stage, per animated frame
 
     def line(self, fps: float) -> str:
-        """One line for the page or the terminal."""
+        """One line for the page or the terminal: the latency, then where it goes (medians of the last 30 frames)."""
         lat = np.median(self.latencies[-30:]) * 1000 if self.latencies else float("nan")
-        return (f"latency {lat:.0f} ms (capture to result) · {fps:.1f} fps · {self.frames} frames · "
-                f"{self.dropped} dropped · {self.missed} without a face")
+        recent = self.stages[-30:]
+        names = list(dict.fromkeys(k for s in recent for k in s))
+        split = " ".join(f"{k} {np.median([s.get(k, 0.0) for s in recent]) * 1000:.0f}" for k in names)
+        return (f"latency {lat:.0f} ms (capture to result{'; ms: ' + split if split else ''}) · {fps:.1f} fps · "
+                f"{self.frames} frames · {self.dropped} dropped · {self.missed} without a face")
 
 
 class LiveSession:
@@ -94,6 +98,7 @@ class LiveSession:
         """Animate one camera frame (RGB uint8); ``captured_at``: its ``time.perf_counter()`` at capture."""
         captured_at = time.perf_counter() if captured_at is None else captured_at
         frame = np.ascontiguousarray(frame[..., :3])
+        before = dict(self.animator.timings)
         try:
             _, fit = self.tracker.step(frame, captured_at)
         except NoFaceError:  # keep showing the last good result
@@ -107,6 +112,7 @@ class LiveSession:
         self._shown = [t for t in self._shown if now - t < 1.0] + [now]
         self.stats.frames += 1
         self.stats.latencies.append(now - captured_at)
+        self.stats.stages.append({k: v - before.get(k, 0.0) for k, v in self.animator.timings.items() if v > before.get(k, 0.0)})
         return LiveFrame(self._last, True, now - captured_at, self.fps, target)
 
     def try_step(self, frame: np.ndarray, captured_at: float | None = None) -> LiveFrame | None:
