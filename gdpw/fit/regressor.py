@@ -106,10 +106,15 @@ def pair_input(feats: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
                       feats[:, SCORES] - ref[:, SCORES], ref[:, ROTATION], ref[:, SCORES]], 1)
 
 
+def _head(n_expression: int) -> slice:
+    """Where the global pose lies in the outputs (after expression, jaw and eyes)."""
+    return slice(n_expression + 9, n_expression + 12)
+
+
 def pair_target(target: torch.Tensor, ref: torch.Tensor, n_expression: int) -> torch.Tensor:
     """(N, K) how parameters (``OUTPUTS`` in order, cameras in ``camera_to_output``'s form) moved
     from ``ref``: differences, but the head rotation as the axis-angle of ``R R_ref^T``."""
-    g = slice(n_expression + 9, n_expression + 12)
+    g = _head(n_expression)
     delta = target - ref
     rel = batch_rodrigues(target[:, g]) @ batch_rodrigues(ref[:, g]).transpose(1, 2)
     return torch.cat([delta[:, : g.start], matrix_to_axis_angle(rel), delta[:, g.stop :]], 1)
@@ -117,7 +122,7 @@ def pair_target(target: torch.Tensor, ref: torch.Tensor, n_expression: int) -> t
 
 def apply_motion(delta: torch.Tensor, ref: torch.Tensor, n_expression: int) -> torch.Tensor:
     """``pair_target``'s inverse: the parameters ``delta`` moved from ``ref``."""
-    g = slice(n_expression + 9, n_expression + 12)
+    g = _head(n_expression)
     out = ref + delta
     rot = batch_rodrigues(delta[:, g]) @ batch_rodrigues(ref[:, g])
     return torch.cat([out[:, : g.start], matrix_to_axis_angle(rot), out[:, g.stop :]], 1)
@@ -154,7 +159,7 @@ class FlameRegressor:
     @property
     def sizes(self) -> dict[str, int]:
         """Each output block's width."""
-        return {"expression": self.n_expression, "jaw_pose": 3, "eye_pose": 6, "global_pose": 3, "camera": 3}
+        return dict(zip(OUTPUTS, (self.n_expression, 3, 6, 3, 3)))
 
     def motion(self, feats: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """(N, K) how the parameters moved (``pair_target``'s form) from (N, D) frame and reference features."""

@@ -70,14 +70,13 @@ class Examples:
 
     feats: np.ndarray  # (N, D) face features (``face_features``)
     frames: np.ndarray  # (N, 3) the landmarks' centre and radius in image NDC
-    shape: np.ndarray  # (N, n_shape)
     targets: np.ndarray  # (N, K) expression, jaw, eyes, global pose, camera (``camera_to_output``'s form)
     identity: np.ndarray  # (N,) clip index (one identity per clip)
     names: tuple[str, ...]  # blendshape names
 
     @classmethod
     def cat(cls, parts: list[Examples]) -> Examples:
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("feats", "frames", "shape", "targets", "identity")),
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("feats", "frames", "targets", "identity")),
                    parts[0].names)
 
 
@@ -102,7 +101,7 @@ def _chunk(cfg: RegressorConfig, folder: Path, state: tuple[FLAME, MediaPipeDete
     flame, detector = state
     synth = _synth_config(cfg)
     box = CropBox(0.0, 0.0, float(cfg.size))  # the renders' NDC is the image's
-    feats, frames, shapes, targets, ids, names = [], [], [], [], [], None
+    feats, frames, targets, ids, names = [], [], [], [], None
     for clip in range(start, min(cfg.clips, start + cfg.clips_per_chunk)):
         params, camera = make_motion(flame, synth, clip, 0)
         params["neck_pose"][:] = 0.0  # the fitters' head pose is the global pose alone
@@ -116,13 +115,12 @@ def _chunk(cfg: RegressorConfig, folder: Path, state: tuple[FLAME, MediaPipeDete
             f, frame = face_features(faces[0], box, names)
             feats.append(f)
             frames.append(frame)
-            shapes.append(p.shape.numpy())
             cam = camera_to_output(p.camera[t : t + 1].numpy(), frame[None])[0]
             targets.append(np.concatenate([p.expression[t], p.jaw_pose[t], p.eye_pose[t], p.global_pose[t], cam]))
             ids.append(clip)
     with atomic_write(folder / f"chunk-{start:05d}.npz") as fh:
         np.savez(fh, feats=np.array(feats, np.float32).reshape(len(feats), -1), frames=np.array(frames, np.float32).reshape(-1, 3),
-                 shape=np.array(shapes, np.float32).reshape(len(shapes), -1), targets=np.array(targets, np.float32).reshape(len(targets), -1),
+                 targets=np.array(targets, np.float32).reshape(len(targets), -1),
                  identity=np.array(ids, np.int64), names=np.array(names or ()))
     return len(feats)
 
@@ -141,7 +139,7 @@ def collect_examples(head: HeadConfig, cfg: RegressorConfig, folder: Path, runne
     for s in starts:
         with np.load(path(s), allow_pickle=False) as z:
             if len(z["identity"]):
-                parts.append(Examples(z["feats"], z["frames"], z["shape"], z["targets"], z["identity"],
+                parts.append(Examples(z["feats"], z["frames"], z["targets"], z["identity"],
                                       tuple(str(n) for n in z["names"])))
     if not parts:
         from .regressor import RegressorError

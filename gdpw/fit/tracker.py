@@ -281,17 +281,17 @@ class StreamTracker:
         else:
             box = t.box(lmk) if t.recipe == "official" else self._box
         assert box is not None
+        readable = face if isinstance(face, FaceLandmarks) and face.pose is not None else None  # what the regressor reads
         with t.timings.stage("fit"):
             if fit is not None:  # the reference: its face kept for the regressor
-                self._anchor = (face, box, fit) if isinstance(face, FaceLandmarks) and face.pose is not None else None
-            elif self.regressor is not None and self._anchor is not None and isinstance(face, FaceLandmarks) and face.pose is not None:
-                fit = self.regressor.predict(face, box, *self._anchor)
+                self._anchor = None if readable is None else (readable, box, fit)
+            elif self.regressor is not None and self._anchor is not None and readable is not None:
                 lmk_ndc = _ndc([box], [lmk])
-                fit = fit.replace(global_pose=self.regressor.head_rotation(face, self._anchor[0], self._anchor[2]))
+                fit = self.regressor.predict(readable, box, *self._anchor)
+                fit = fit.replace(global_pose=self.regressor.head_rotation(readable, self._anchor[0], self._anchor[2]))
                 fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit))
                 if self.iterations > 0:
-                    fit = t.fitter.refine(_ndc([box], [lmk]), _ndc([box], [iris]), fit, self.iterations,
-                                          observed=_stack([observed]))
+                    fit = t.fitter.refine(lmk_ndc, _ndc([box], [iris]), fit, self.iterations, observed=_stack([observed]))
             else:  # DECA, or refined from the previous frame
                 assert self._last is not None
                 fit = t._deca([frame], [lmk], [box], fps=1.0) if t.deca is not None else t.fitter.refine(
