@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gdpw.common.config import add_arguments, field_help, from_args, from_dict
+from gdpw.common.config import add_arguments, apply_overrides, field_help, from_args, from_dict
 from gdpw.common.errors import ConfigError, GdpwError, NoFaceError
 from gdpw.flame import FLAME, FlameSequence, orthographic
 from gdpw.model import Generator, GeneratorConfig, GuidedGenerator
@@ -28,7 +28,9 @@ def test_literals_are_checked_when_loaded_and_when_built() -> None:
     with pytest.raises(ConfigError, match="precision must be one of"):
         TrainConfig(precision="fp8")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="optim.lr must be a number"):
-        TrainConfig.from_dict({"optim": {"lr": "2e-4"}})  # YAML 1.1 reads 2e-4 as a string
+        TrainConfig.from_dict({"optim": {"lr": "fast"}})
+    # YAML 1.1 reads 2e-4 (no dot) as a string: a number field takes it as the number it spells
+    assert TrainConfig.from_dict(apply_overrides({}, ["optim.lr=2e-4"])).optim.lr == 2e-4
     cfg = TrainConfig.from_dict({"optim": {"betas": [0.0, 0.99], "milestones": [10]}, "data": {"roots": ["a", "b"]}})
     assert cfg.optim.betas == (0.0, 0.99) and cfg.optim.milestones == (10,) and cfg.data.roots == ("a", "b")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
