@@ -154,6 +154,18 @@ def test_crop_and_paste_back_roundtrip() -> None:
     assert np.array_equal(patch, img[10:74, 20:84])
     back = paste_back(img, patch, box)
     assert np.abs(back.astype(int) - img.astype(int)).max() <= 1
+    # a patch at another scale and a fractional box: bilinear sampling of a ramp is the ramp itself,
+    # read at each frame pixel's centre (inside the feathered edge, where the patch alone shows)
+    n, fbox = 50, CropBox(30.3, 12.6, 61.7)
+    ramp = np.broadcast_to((np.arange(n)[None, :, None] * 4 + np.arange(n)[:, None, None] * 1.0), (n, n, 3)).astype(np.uint8)
+    pasted = paste_back(img, ramp, fbox).astype(float)
+    ys, xs = np.mgrid[0:100, 0:120] + 0.5
+    px, py = (xs - fbox.x0) / fbox.size * n - 0.5, (ys - fbox.y0) / fbox.size * n - 0.5
+    core = (px > 0.08 * n) & (px < 0.92 * n - 1) & (py > 0.08 * n) & (py < 0.92 * n - 1)
+    assert core.sum() > 1000 and np.abs(pasted[core][:, 0] - (px * 4 + py)[core]).max() <= 1.0
+    outside = np.ones((100, 120), bool)
+    outside[12:75, 30:93] = False
+    assert np.array_equal(pasted[outside], img[outside].astype(float))  # beyond the box: the frame untouched
     lmk = np.array([[10.0, 20.0], [30.0, 60.0]])
     b = crop_box(lmk, scale=2.0)
     assert b.size == 80 and np.allclose(b.to_ndc(lmk).mean(0), 0, atol=1e-6)

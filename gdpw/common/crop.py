@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
 CropRecipe = Literal["gdpw", "official"]
 OFFICIAL_SIZE = 256  # the official generator's crop
@@ -110,30 +111,45 @@ def crop(image: np.ndarray, box: CropBox, out_size: int, border: Literal["black"
 def paste_back(frame: np.ndarray, patch: np.ndarray, box: CropBox, feather: float = 0.08) -> np.ndarray:
     """Blend a square ``patch`` (the generated crop) back into ``frame`` over ``box``.
 
-    The blend weight falls off smoothly over ``feather`` of the box at its edges.
+    The blend weight falls off smoothly over ``feather`` of the box at its edges. A stream that
+    pastes into frames of one size over one box keeps a ``PasteBack`` instead (its grid made once).
     """
-    h, w = frame.shape[:2]
-    x0, y0 = int(np.floor(box.x0)), int(np.floor(box.y0))
-    x1, y1 = int(np.ceil(box.x0 + box.size)), int(np.ceil(box.y0 + box.size))
-    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    if cx1 <= cx0 or cy1 <= cy0:
-        return frame.copy()
-    # where each destination pixel centre falls in the patch
-    ys, xs = np.mgrid[cy0:cy1, cx0:cx1].astype(np.float32) + 0.5
-    u = (xs - box.x0) / box.size
-    v = (ys - box.y0) / box.size
-    n = patch.shape[0]
-    px = np.clip(u * n - 0.5, 0, n - 1)
-    py = np.clip(v * n - 0.5, 0, n - 1)
-    x_lo, y_lo = np.floor(px).astype(int), np.floor(py).astype(int)
-    x_hi, y_hi = np.minimum(x_lo + 1, n - 1), np.minimum(y_lo + 1, n - 1)
-    fx, fy = (px - x_lo)[..., None], (py - y_lo)[..., None]
-    p = patch.astype(np.float32)
-    sample = (p[y_lo, x_lo] * (1 - fx) * (1 - fy) + p[y_lo, x_hi] * fx * (1 - fy)
-              + p[y_hi, x_lo] * (1 - fx) * fy + p[y_hi, x_hi] * fx * fy)
-    edge = np.minimum(np.minimum(u, 1 - u), np.minimum(v, 1 - v))
-    alpha = np.clip(edge / feather, 0, 1)[..., None]
-    out = frame.copy()  # uint8: only the box is blended in float, so memory follows the face, not the photo
-    region = frame[cy0:cy1, cx0:cx1].astype(np.float32)
-    out[cy0:cy1, cx0:cx1] = np.clip(region * (1 - alpha) + sample * alpha + 0.5, 0, 255).astype(np.uint8)
-    return out
+    return PasteBack(frame.shape[:2], box, patch.shape[0], feather)(frame, patch)
+
+
+class PasteBack:
+    """``paste_back`` for one frame size, box and patch size: where each frame pixel falls in the
+    patch, and its blend weight, are computed once; each call samples the patch there (bilinear,
+    edges clamped) and blends it in."""
+
+    def __init__(self, shape: tuple[int, ...], box: CropBox, n: int, feather: float = 0.08) -> None:
+        h, w = shape[0], shape[1]
+        x0, y0 = int(np.floor(box.x0)), int(np.floor(box.y0))
+        x1, y1 = int(np.ceil(box.x0 + box.size)), int(np.ceil(box.y0 + box.size))
+        self.key = (h, w, box, n, feather)
+        self.region = (max(0, y0), max(0, x0), min(h, y1), min(w, x1))  # cy0, cx0, cy1, cx1
+        cy0, cx0, cy1, cx1 = self.region
+        self.grid: torch.Tensor | None = None
+        if cx1 <= cx0 or cy1 <= cy0:
+            return
+        # each destination pixel centre as a fraction of the box: grid_sample's coordinates (-1..1
+        # spans the patch's outer edges; border padding clamps to its edge pixels)
+        u = (torch.arange(cx0, cx1, dtype=torch.float64) + 0.5 - box.x0) / box.size
+        v = (torch.arange(cy0, cy1, dtype=torch.float64) + 0.5 - box.y0) / box.size
+        self.grid = torch.stack(torch.broadcast_tensors(2 * u[None, :] - 1, 2 * v[:, None] - 1), -1)[None].float()
+        edge = torch.minimum(torch.minimum(u, 1 - u)[None, :], torch.minimum(v, 1 - v)[:, None])
+        self.alpha = (edge / feather).clamp(0, 1).float()[..., None]
+
+    def __call__(self, frame: np.ndarray, patch: np.ndarray) -> np.ndarray:
+        out = frame.copy()  # uint8: only the box is blended in float, so memory follows the face, not the photo
+        if self.grid is None:
+            return out
+        import torch.nn.functional as F
+
+        cy0, cx0, cy1, cx1 = self.region
+        p = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float()
+        sample = F.grid_sample(p, self.grid, mode="bilinear", padding_mode="border", align_corners=False)[0].permute(1, 2, 0)
+        region = torch.from_numpy(frame[cy0:cy1, cx0:cx1]).float()
+        blended = region * (1 - self.alpha) + sample * self.alpha + 0.5
+        out[cy0:cy1, cx0:cx1] = blended.clamp_(0, 255).to(torch.uint8).numpy()
+        return out

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gdpw.common.config import flat
-from gdpw.common.crop import CropBox, CropRecipe, crop, paste_back
+from gdpw.common.crop import CropBox, CropRecipe, PasteBack, crop
 from gdpw.common.errors import CheckpointError, ConfigError
 from gdpw.common.images import resize_to_height, to_tensor, to_uint8
 from gdpw.common.timing import StageTimes
@@ -34,6 +34,7 @@ from .graphed import GraphedDecode
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
+PASTE_PLANS = 8  # paste-back plans kept (frame size, box, crop size): a video's or a stream's sources
 LID_MIN_REFERENCE = 0.9  # the least openness a driver's first frame counts as its rest (a blink there must not blow the source's eyes open)
 
 
@@ -145,6 +146,7 @@ class Animator:
         if cfg.cuda_graph == "on" and not cuda:
             raise ConfigError("CUDA graphs need a CUDA device")
         self.timings = StageTimes(sync=torch.cuda.synchronize if cuda else None)  # GPU stages timed to completion
+        self._pastes: dict[tuple[tuple[int, ...], CropBox, int], PasteBack] = {}  # by frame size, box, crop size
         self.tracker = FaceTracker(self.flame, cfg.track, self.device, self.timings, default_recipe=self.checkpoint.recipe,
                                    crop_size=self.size, blendshapes=cfg.head.load_blendshapes(),
                                    regressor=cfg.head.regressor_path())
@@ -272,16 +274,25 @@ class Animator:
         with self.timings.stage("compose"):
             for i, c in enumerate(crops):
                 src = source if isinstance(source, Source) else source[i]
-                main = paste_back(src.image, c, src.box) if self.cfg.paste_back else c
+                main = self._paste(src.image, c, src.box) if self.cfg.paste_back else c
                 if self.cfg.paste_back:
                     for other, other_crops in others:
-                        main = paste_back(main, other_crops[i], other.box)
+                        main = self._paste(main, other_crops[i], other.box)
                 if side_by_side:
                     h = main.shape[0]
                     panels = [resize_to_height(src.image, h), resize_to_height(driving[i], h) if driving is not None else None, main]
                     main = np.concatenate([p for p in panels if p is not None], axis=1)
                 frames.append(main)
         return np.stack(frames)
+
+    def _paste(self, frame: np.ndarray, crop: np.ndarray, box: CropBox) -> np.ndarray:
+        """``paste_back``, its plan kept for the next frames of the same size and box (a video's, a stream's)."""
+        key = (frame.shape[:2], box, crop.shape[0])
+        if key not in self._pastes:
+            if len(self._pastes) >= PASTE_PLANS:
+                self._pastes.pop(next(iter(self._pastes)))
+            self._pastes[key] = PasteBack(frame.shape, box, crop.shape[0])
+        return self._pastes[key](frame, crop)
 
     # -- whole jobs ----------------------------------------------------------------------------
     def animate(self, source_image: np.ndarray, driving_frames: Sequence[np.ndarray], fps: float = 25.0,
