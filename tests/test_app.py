@@ -149,6 +149,9 @@ def test_live_tab_follows_a_fake_camera_in_chromium(tmp_path: Path, monkeypatch:
     assert len(results) >= 10  # frames came back to the page, one after another
     latency = re.search(r"latency (\d+) ms", stats)
     assert latency is not None and 0 < int(latency.group(1)) < 10_000
+    # the page's own round trip (browser clock) holds the server's capture-to-result time
+    page_trip = re.search(r" · page (\d+) ms \(camera capture to result on the page", stats)
+    assert page_trip is not None and int(latency.group(1)) <= int(page_trip.group(1)) < 10_000
     # the camera's yaw: the clip frame each received frame is (Chromium may loop or skip frames);
     # the page mirrors the webcam, as a selfie view does, so the head turns the other way
     frames = clip.images[:, :, ::-1].astype(float)

@@ -21,6 +21,29 @@ from gdpw.pipeline import AnimateConfig, Animator, EditSpec, apply_edit
 from gdpw.pipeline.live import LiveConfig, LiveSession
 
 N_EXPRESSION_SLIDERS = 4
+# The page's own clock on the Live tab (browser JavaScript). When the webcam's frame is captured (its
+# canvas encoded), the browser's time goes into a hidden box that is sent with that frame and comes
+# back with its result; when the result is on the page, the median of the last 30 round trips is
+# appended to the server's line.
+PAGE_CLOCK_INSTALL = """() => {
+  const encode = HTMLCanvasElement.prototype.toDataURL;
+  HTMLCanvasElement.prototype.toDataURL = function (...args) {
+    const video = document.querySelector("#camera video"), box = document.querySelector("#live-clock textarea");
+    if (video && box && this.width === video.videoWidth && this.height === video.videoHeight) {
+      box.value = String(performance.now());
+      box.dispatchEvent(new Event("input", { bubbles: true }));
+    }
+    return encode.apply(this, args);
+  };
+}"""
+PAGE_CLOCK_SHOW = """(sent, line) => {
+  const trips = (window.gdpwPageTrips = window.gdpwPageTrips || []);
+  if (!sent || !line || line.includes(" · page ")) return line;
+  trips.push(performance.now() - parseFloat(sent));
+  if (trips.length > 30) trips.shift();
+  const sorted = [...trips].sort((a, b) => a - b);
+  return `${line} · page ${Math.round(sorted[sorted.length >> 1])} ms (camera capture to result on the page, browser clock)`;
+}"""
 
 
 class AppState:
@@ -167,22 +190,23 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
         except Exception as err:  # shown to the user as one line, whatever failed
             raise gr.Error(public_message(err)) from None
 
-    def live_step(portrait: np.ndarray | None, frame: np.ndarray | None, label: str,
-                  stream_id: str | None) -> tuple[Any, Any, str]:
+    def live_step(portrait: np.ndarray | None, frame: np.ndarray | None, label: str, stream_id: str | None,
+                  sent: str | None) -> tuple[Any, Any, str, Any]:
+        """One camera frame; ``sent``: the page's clock when it left (given back with the result)."""
         stream_id = stream_id or uuid.uuid4().hex  # this browser tab's stream
         if frame is None:
-            return gr.skip(), gr.skip(), stream_id
+            return gr.skip(), gr.skip(), stream_id, gr.skip()
         if portrait is None:
-            return gr.skip(), "Upload a portrait (or press 'Use the demo portrait') to start.", stream_id
+            return gr.skip(), "Upload a portrait (or press 'Use the demo portrait') to start.", stream_id, gr.skip()
         try:
             session = state.live_session(stream_id, label, portrait)
         except Exception as err:  # e.g. no face in the portrait: said on the page, the stream goes on
-            return gr.skip(), f"{type(err).__name__}: {err}", stream_id
+            return gr.skip(), f"{type(err).__name__}: {err}", stream_id, gr.skip()
         out = session.try_step(frame)
         if out is None:  # still animating the previous frame: this one is dropped
-            return gr.skip(), gr.skip(), stream_id
+            return gr.skip(), gr.skip(), stream_id, gr.skip()
         note = "" if out.face else " · no face in this frame: showing the last good result"
-        return out.image, session.stats.line(out.fps) + note, stream_id
+        return out.image, session.stats.line(out.fps) + note, stream_id, sent
 
     def live_reset(stream_id: str | None) -> str:
         if not stream_id or not state.reset_live(stream_id):
@@ -234,14 +258,20 @@ def build_app(checkpoints: dict[str, str | None], base: AnimateConfig | None = N
                     reset = gr.Button("Reset neutral", elem_id="reset-neutral")
                 live_stats = gr.Markdown("Start the camera.", elem_id="live-stats")
                 stream_id = gr.State(None)
+                # the page's clock at a frame's capture, and as it came back with the frame's result
+                page_clock = gr.Textbox(visible="hidden", elem_id="live-clock")
+                page_back = gr.Textbox(visible="hidden", elem_id="live-clock-back")
         demo_btn.click(use_demo, outputs=[source, driving])
         run.click(animate, inputs=[source, driving, motion_file, label, motion, side], outputs=result)
         edit_btn.click(edit, inputs=[source, label, yaw, pitch, roll, jaw, *exps], outputs=edited)
         live_demo.click(demo_portrait, outputs=live_source)
         reset.click(live_reset, inputs=stream_id, outputs=live_stats)
         # concurrency unlimited: a frame arriving while one is animated returns at once (dropped)
-        camera.stream(live_step, inputs=[live_source, camera, label, stream_id], outputs=[live_out, live_stats, stream_id],
+        camera.stream(live_step, inputs=[live_source, camera, label, stream_id, page_clock],
+                      outputs=[live_out, live_stats, stream_id, page_back],
                       stream_every=0.1, concurrency_limit=None, show_progress="hidden")
+        page_back.change(None, inputs=[page_back, live_stats], outputs=live_stats, js=PAGE_CLOCK_SHOW, show_progress="hidden")
+        app.load(None, js=PAGE_CLOCK_INSTALL)
     app.gdpw_state = state  # so callers can close the animators
     return app
 
