@@ -109,6 +109,23 @@ def test_one_euro_filter_smooths_noise_and_follows_steps() -> None:
     assert (out[-20:] - 1).abs().max() < 0.1
 
 
+def test_one_euro_filter_per_element_and_the_streams_slow_scale() -> None:
+    """Cutoffs per element: a step in all three camera values, the scale (cutoff 0.3 Hz, no speed
+    term) is still far from it half a second later while the translation (1.5 Hz and the speed
+    term) is nearly there. A live stream of gdpw's recipe filters its cameras so."""
+    from gdpw.fit import FaceTracker
+    from gdpw.flame import FLAME
+
+    f = OneEuroFilter(25, torch.tensor([0.3, 1.5, 1.5]), torch.tensor([0.0, 0.3, 0.3]))
+    out = f(torch.cat([torch.zeros(10, 3), torch.ones(13, 3)]))  # half a second after the step
+    assert out[-1, 0] < 0.7 and (out[-1, 1:] > 0.9).all()
+    assert torch.equal(OneEuroFilter(25, torch.full((3,), 1.5), 0.3)(out), OneEuroFilter(25, 1.5, 0.3)(out))
+    tracker = FaceTracker(FLAME())
+    camera = tracker.stream()._filters["camera"]
+    assert isinstance(camera.min_cutoff, torch.Tensor) and camera.min_cutoff[0] == FitConfig().stream_scale_cutoff
+    tracker.close()
+
+
 def test_rotation_helpers_roundtrip() -> None:
     aa = torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.0, 0.0], [0.0, 2.5, 0.0]])
     assert torch.allclose(matrix_to_axis_angle(batch_rodrigues(aa)), aa, atol=1e-4)
@@ -172,3 +189,48 @@ def test_blendshape_observations_pull_the_expression(flame: FLAME) -> None:
     plain = fitter.fit(lmk)
     assert (pulled.expression[0, [0, 4, 5]] - observed[0, [0, 4, 5]]).abs().max() < 0.1
     assert plain.expression[0, [0, 4, 5]].abs().max() < 0.3
+
+
+def test_expression_solve_is_the_fitting_losss_optimum(flame: FLAME) -> None:
+    """With pose, jaw, eyes and camera kept, ``solve_expression`` lands on the minimum of the
+    fitting loss over the expression (landmarks, irises, prior, blendshapes' pull): its gradient
+    there vanishes (against its size at the start), no expression scores lower (not the truth,
+    nor a step along any component), and the truth's landmarks are met."""
+    from gdpw.flame import FlameSequence
+
+    g = torch.Generator().manual_seed(3)
+    t = 2
+    true = FlameParams(shape=0.8 * torch.randn(1, 20, generator=g).expand(t, -1),
+                       expression=(0.7 * torch.randn(t, 10, generator=g)).clamp(-0.3, 1.5),
+                       global_pose=0.25 * torch.randn(t, 3, generator=g),
+                       jaw_pose=torch.tensor([[0.15, 0.0, 0.0]]).expand(t, 3).clone(),
+                       eye_pose=0.2 * torch.randn(t, 6, generator=g))
+    cam = torch.tensor([[6.0, 0.01, 0.02]]).expand(t, 3)
+    out = flame(true)
+    fitter = LandmarkFitter(flame)
+    lmk = orthographic(out.landmarks, cam)[..., :2]
+    iris = orthographic(out.vertices[:, [fitter._pupil(4), fitter._pupil(3)]], cam)[..., :2]
+    observed = torch.rand(t, 11, generator=g)
+    start = FlameSequence(true.shape[0], torch.zeros(t, 10), true.global_pose, true.jaw_pose, true.eye_pose, cam)
+
+    def loss_and_grad(expression: torch.Tensor, obs: torch.Tensor | None) -> tuple[float, float]:
+        e = expression.clone().requires_grad_(True)
+        vars = {"shape": start.shape, "expression": e, "global_pose": start.global_pose, "jaw_pose": start.jaw_pose,
+                "eye_pose": start.eye_pose, **fitter._camera_vars(cam)}
+        with torch.enable_grad():
+            loss, _ = fitter._loss(vars, lmk, iris, False, None, obs)
+            loss.backward()
+        assert e.grad is not None
+        return float(loss.detach()), float(e.grad.norm())
+
+    for obs in (None, observed):
+        got = fitter.solve_expression(lmk, iris, start, obs)
+        assert torch.equal(got.global_pose, start.global_pose) and torch.equal(got.camera, start.camera)
+        loss, grad = loss_and_grad(got.expression, obs)
+        assert grad < 1e-3 * loss_and_grad(start.expression, obs)[1]
+        assert loss <= loss_and_grad(true.expression, obs)[0] * (1 + 1e-4)
+        for step in 0.1 * torch.eye(10):  # the loss is convex in the expression: any step away costs
+            assert min(loss_and_grad(got.expression + step, obs)[0], loss_and_grad(got.expression - step, obs)[0]) > loss
+    plain = fitter.solve_expression(lmk, iris, start)
+    pred, _ = fitter.project(plain.shape, plain.expression, plain.global_pose, plain.jaw_pose, plain.eye_pose, cam)
+    assert (pred - lmk).norm(dim=-1).mean() < 1e-3  # NDC: the priors' pull is a small fraction of a pixel

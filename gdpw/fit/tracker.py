@@ -237,10 +237,14 @@ class StreamTracker:
     (shape) and, in gdpw's recipe, the crop box. Every later frame is refined from the previous
     one (``LandmarkFitter.refine``: ``iterations`` L-BFGS steps, default ``FITTING_ITERATIONS``);
     or, with ``regressor`` (and a head that has one, and MediaPipe's faces), read by the FLAME
-    regressor against the reference (expression, jaw, eyes), its head turned as MediaPipe's
-    transformation matrices turned, its camera solved on the landmarks, then ``iterations`` L-BFGS
-    steps (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a One-Euro filter that sees only
-    the past (time from the frames' own timestamps). ``reset`` makes the next frame the reference.
+    regressor against the reference (jaw, eyes), its head turned as MediaPipe's transformation
+    matrices turned, its camera solved on the landmarks (those an expression moves weigh
+    ``FitConfig.camera_moving_weight``), its expression solved on them in closed form
+    (``LandmarkFitter.solve_expression``: the fitting loss's optimum for the rest so found), then
+    ``iterations`` L-BFGS steps (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a
+    One-Euro filter that sees only the past (time from the frames' own timestamps), the camera's
+    scale (how near the head is) by a slower one of its own (``FitConfig.stream_scale_cutoff``).
+    ``reset`` makes the next frame the reference.
 
         stream = tracker.stream()
         box, params = stream.step(frame, time.perf_counter())    # NoFaceError when none is found
@@ -256,6 +260,10 @@ class StreamTracker:
         self.iterations = default if iterations is None else iterations
         s = tracker.smoothing
         self._filters = {k: OneEuroFilter(1.0, s.min_cutoff, s.beta) for k in FRAME_FIELDS} if s.min_cutoff > 0 else {}
+        scale_cutoff = tracker.cfg.fit.stream_scale_cutoff  # the config's: a DECA stream has no fitter
+        if self._filters and not s.per_frame and scale_cutoff > 0:  # the camera's scale: its own cutoff, no speed term
+            self._filters["camera"] = OneEuroFilter(1.0, torch.tensor([scale_cutoff, s.min_cutoff, s.min_cutoff]),
+                                                    torch.tensor([0.0, s.beta, s.beta]))
         self.reset()
 
     def reset(self) -> None:
@@ -286,12 +294,13 @@ class StreamTracker:
             if fit is not None:  # the reference: its face kept for the regressor
                 self._anchor = None if readable is None else (readable, box, fit)
             elif self.regressor is not None and self._anchor is not None and readable is not None:
-                lmk_ndc = _ndc([box], [lmk])
+                lmk_ndc, iris_ndc = _ndc([box], [lmk]), _ndc([box], [iris])
                 fit = self.regressor.predict(readable, box, *self._anchor)
                 fit = fit.replace(global_pose=self.regressor.head_rotation(readable, self._anchor[0], self._anchor[2]))
-                fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit))
+                fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit, t.cfg.fit.camera_moving_weight))
+                fit = t.fitter.solve_expression(lmk_ndc, iris_ndc, fit, _stack([observed]))
                 if self.iterations > 0:
-                    fit = t.fitter.refine(lmk_ndc, _ndc([box], [iris]), fit, self.iterations, observed=_stack([observed]))
+                    fit = t.fitter.refine(lmk_ndc, iris_ndc, fit, self.iterations, observed=_stack([observed]))
             else:  # DECA, or refined from the previous frame
                 assert self._last is not None
                 fit = t._deca([frame], [lmk], [box], fps=1.0) if t.deca is not None else t.fitter.refine(
