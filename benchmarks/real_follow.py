@@ -148,7 +148,7 @@ def main() -> None:
     p.add_argument("--blendshape-map", help="HeadConfig.blendshape_map: MediaPipe's blendshapes as expression observations "
                    "(the demo head's: gdpw/assets/demo_blendshapes.npz)")
     p.add_argument("--live", action="store_true", help="the live pipeline (gdpw live): causal tracking frame by frame")
-    p.add_argument("--tracking", choices=["fitting", "regressor"], default="fitting", help="with --live: LiveConfig.tracking")
+    p.add_argument("--tracking", choices=["fitting", "regressor"], help="with --live: LiveConfig.tracking (default: its default)")
     p.add_argument("--iterations", type=int, help="with --live: LiveConfig.iterations (L-BFGS steps per frame)")
     p.add_argument("--self", action="store_true", help="each clip drives its own first frame (same identity) instead of the portraits")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -176,11 +176,12 @@ def main() -> None:
     cfg = cfg if args.detail is None else replace(cfg, detail=args.detail)
     cfg = cfg if args.blendshape_map is None else replace(cfg, head=replace(cfg.head, blendshape_map=args.blendshape_map))
     cfg = from_dict(AnimateConfig, apply_overrides(to_dict(cfg), args.set))
+    live = LiveConfig(iterations=args.iterations)
+    live = live if args.tracking is None else replace(live, tracking=args.tracking)
     with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for name, source, clip in pairs:
             try:
-                m = measure(animator, detector, source(), clip, args.max_frames, args.live,
-                            LiveConfig(iterations=args.iterations, tracking=args.tracking))
+                m = measure(animator, detector, source(), clip, args.max_frames, args.live, live)
             except Exception as err:  # reported in the table; the other pairs still run
                 lines.append(f"| {name} | {clip.stem} | failed: {type(err).__name__}: {err} |" + " |" * 10)
                 print(lines[-1], flush=True)

@@ -159,10 +159,10 @@ def test_live_session_with_the_regressor_drives_the_portrait(flame: FLAME) -> No
 
     portrait, clip = turning_head(6, FPS)
     with Animator(AnimateConfig()) as animator:
-        session = LiveSession(animator, portrait, LiveConfig(tracking="regressor"))
+        session = LiveSession(animator, portrait)  # the default tracking
         shown = [session.step(image, i / FPS) for i, image in enumerate(clip.images)]
         assert session.tracker.regressor is not None and session.tracker.iterations == 0
-        fitting = LiveSession(animator, portrait)
+        fitting = LiveSession(animator, portrait, LiveConfig(tracking="fitting"))
         assert fitting.tracker.regressor is None and fitting.tracker.iterations == 30
     assert all(s.face and s.target is not None and s.image.shape == portrait.shape for s in shown)
     line = session.stats.line(shown[-1].fps)  # the page's line: the latency and where it goes

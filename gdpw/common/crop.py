@@ -147,9 +147,9 @@ class PasteBack:
         import torch.nn.functional as F
 
         cy0, cx0, cy1, cx1 = self.region
-        p = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float()
+        p = torch.tensor(patch, dtype=torch.float32).permute(2, 0, 1)[None]  # a copy: the arrays may be read-only
         sample = F.grid_sample(p, self.grid, mode="bilinear", padding_mode="border", align_corners=False)[0].permute(1, 2, 0)
-        region = torch.from_numpy(frame[cy0:cy1, cx0:cx1]).float()
+        region = torch.tensor(frame[cy0:cy1, cx0:cx1], dtype=torch.float32)
         blended = region * (1 - self.alpha) + sample * self.alpha + 0.5
         out[cy0:cy1, cx0:cx1] = blended.clamp_(0, 255).to(torch.uint8).numpy()
         return out

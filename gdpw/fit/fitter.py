@@ -20,7 +20,6 @@ from gdpw.flame.sequence import FRAME_FIELDS
 
 JAW_CONTOUR = slice(0, 17)
 EYELIDS = [37, 38, 40, 41, 43, 44, 46, 47]  # the upper and lower lids' points of the 68 (eye corners excluded)
-RIGID = [27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45]  # nose and eye corners: points an expression hardly moves
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,6 @@ class FitConfig:
     eyelid_weight: float = 10.0  # weight of the 8 eyelid landmarks: a blink moves them little in NDC, and unweighted the priors stop a closing lid half way
     iris_weight: float = 1.0  # weight of the iris centres (gaze)
     blendshape_weight: float = 3e-3  # pull of expression and jaw towards MediaPipe's blendshapes (the head's map)
-    camera_moving_weight: float = 0.25  # live regressor's camera solve: weight of the landmarks an expression moves (docs/real_follow.md)
     stream_scale_cutoff: float = 0.3  # live streams (gdpw's recipe): One-Euro cutoff (Hz) of the camera's scale, no speed term; 0: as the rest
     smooth_min_cutoff: float | None = None  # One-Euro cutoff; default: the crop recipe's; 0 disables smoothing
     smooth_beta: float | None = None  # One-Euro speed coefficient; default: the crop recipe's
@@ -250,16 +248,13 @@ class LandmarkFitter:
         return self._fit_from(vars, rms)
 
     @torch.no_grad()
-    def solve_camera(self, lmk: torch.Tensor, fit: FlameSequence, moving: float = 1.0) -> torch.Tensor:
+    def solve_camera(self, lmk: torch.Tensor, fit: FlameSequence) -> torch.Tensor:
         """(T, 3) the orthographic cameras that put ``fit``'s landmarks best onto ``lmk`` (T, 68, 2),
-        its other parameters kept: weighted linear least squares for the scale and the translation.
-        ``moving``: the weight of the landmarks an expression moves (all but ``RIGID``), the jaw
-        contour's ``contour_weight`` times that."""
+        its other parameters kept: weighted linear least squares for the scale and the translation."""
         cam0 = torch.tensor([[1.0, 0.0, 0.0]]).expand(len(fit), 3)
         pts, _ = self.project(fit.shape, fit.expression, fit.global_pose, fit.jaw_pose, fit.eye_pose, cam0)  # (X, -Y)
-        w = torch.full((68,), moving)
-        w[JAW_CONTOUR] = self.cfg.contour_weight * moving
-        w[RIGID] = 1.0
+        w = torch.ones(68)
+        w[JAW_CONTOUR] = self.cfg.contour_weight
         w = (w / w.sum())[None, :, None]
         p_mean, l_mean = (pts * w).sum(1, keepdim=True), (lmk * w).sum(1, keepdim=True)
         dp, dl = pts - p_mean, lmk - l_mean
@@ -268,34 +263,59 @@ class LandmarkFitter:
         return torch.stack([s, c[:, 0] / s, -c[:, 1] / s], 1)
 
     @torch.no_grad()
-    def solve_expression(self, lmk: torch.Tensor, iris: torch.Tensor | None, fit: FlameSequence,
-                         observed: torch.Tensor | None = None) -> FlameSequence:
-        """``fit`` (T frames) with the expression that minimises the fitting loss (``_loss``: the
-        weighted landmark and iris errors, the expression prior and the blendshapes' pull) while
-        its other parameters are kept. Skinning is linear in the rest-pose vertices, and with the
-        pose fixed the joints and the landmark embedding are too, so the landmarks are an affine
-        function of the expression and its optimum is one weighted linear least-squares solve."""
-        c, n = self.cfg, self.flame.n_expression
-        out = []
+    def solve(self, lmk: torch.Tensor, iris: torch.Tensor | None, fit: FlameSequence, observed: torch.Tensor | None = None,
+              pose: bool = False, iterations: int = 2, step: float = 1e-3) -> FlameSequence:
+        """``fit`` (T frames) moved to the minimum of the fitting loss (``_loss``: the weighted
+        landmark and iris errors, the expression prior, the blendshapes' pull) over its expression,
+        its other parameters kept. Skinning is linear in the rest-pose vertices, and with the pose
+        fixed the joints and the landmark embedding are too, so the landmarks are an affine function
+        of the expression and its optimum is one weighted linear least-squares solve. With ``pose``
+        the head pose and the camera are solved with it: ``iterations`` Gauss-Newton steps, their
+        six columns of the Jacobian by forward differences (``step`` radians, and ``step`` times
+        the scale for the camera)."""
+        out = [fit.select([i]) for i in range(len(fit))]
         for i in range(len(fit)):
-            f = fit.select([i] * (n + 1))
-            basis = torch.cat([torch.zeros(1, n), torch.eye(n)])  # the origin, then each component
-            lm, pu = self.project(f.shape, basis, f.global_pose, f.jaw_pose, f.eye_pose, f.camera)
-            w = torch.ones(68)
-            w[JAW_CONTOUR] = c.contour_weight
-            w[EYELIDS] = c.eyelid_weight
-            rows = [((lm[1:] - lm[:1]).reshape(n, -1).T, (lmk[i] - lm[0]).reshape(-1), (w / 68).repeat_interleave(2))]
-            if iris is not None:
-                rows.append(((pu[1:] - pu[:1]).reshape(n, -1).T, (iris[i] - pu[0]).reshape(-1), torch.full((4,), c.iris_weight / 2)))
-            a, b, wt = (torch.cat(parts) for parts in zip(*rows))
-            lhs = a.T @ (wt[:, None] * a) + c.expression_prior * torch.eye(n)
-            rhs = a.T @ (wt * b)
-            if observed is not None:  # the first k components pulled towards the blendshapes' reading
-                k = observed.shape[1] - 1
-                lhs[range(k), range(k)] += c.blendshape_weight
-                rhs[:k] += c.blendshape_weight * observed[i, :k]
-            out.append(torch.linalg.solve(lhs.double(), rhs.double()).float())
-        return fit.replace(expression=torch.stack(out))
+            for _ in range(iterations if pose else 1):
+                out[i] = self._solve_step(lmk[i], None if iris is None else iris[i], out[i],
+                                          None if observed is None else observed[i], pose, step)
+        return FlameSequence.cat(out)
+
+    def _solve_step(self, lmk: torch.Tensor, iris: torch.Tensor | None, fit: FlameSequence, observed: torch.Tensor | None,
+                    pose: bool, step: float) -> FlameSequence:
+        """One Gauss-Newton step of ``solve`` for a one-frame fit (exact for the expression alone)."""
+        c, n = self.cfg, self.flame.n_expression
+        k = 6 if pose else 0  # pose and camera columns
+        x = torch.cat([fit.global_pose[0], fit.camera[0]]).double()
+        e = fit.expression[0].double()
+        h = step * torch.cat([torch.ones(3), fit.camera[0, :1].abs().expand(3)]).double()
+        xs, es = x.repeat(1 + k + n, 1), e.repeat(1 + k + n, 1)
+        xs[1 : 1 + k] += torch.diag(h)[:k]
+        es[1 + k :] += torch.eye(n, dtype=torch.float64)  # each component one further: exact columns
+        f = fit.select([0] * (1 + k + n))
+        lm, pu = self.project(f.shape, es.float(), xs[:, :3].float(), f.jaw_pose, f.eye_pose, xs[:, 3:].float())
+        w = torch.ones(68)
+        w[JAW_CONTOUR] = c.contour_weight
+        w[EYELIDS] = c.eyelid_weight
+        ys, target, weights = [lm.flatten(1)], [lmk.reshape(-1)], [(w / 68).repeat_interleave(2)]
+        if iris is not None:
+            ys.append(pu.flatten(1))
+            target.append(iris.reshape(-1))
+            weights.append(torch.full((4,), c.iris_weight / 2))
+        y, wt = torch.cat(ys, 1).double(), torch.cat(weights).double()
+        jac = torch.cat([(y[1 : 1 + k] - y[:1]) / h[:k, None], y[1 + k :] - y[:1]]).T
+        lhs = jac.T @ (wt[:, None] * jac)
+        rhs = jac.T @ (wt * (torch.cat(target).double() - y[0]))
+        prior = torch.full((n,), c.expression_prior, dtype=torch.float64)
+        pull = -c.expression_prior * e
+        if observed is not None:  # the first m components pulled towards the blendshapes' reading
+            m = observed.shape[0] - 1
+            prior[:m] += c.blendshape_weight
+            pull[:m] -= c.blendshape_weight * (e[:m] - observed[:m].double())
+        lhs[k:, k:] += torch.diag(prior)
+        rhs[k:] += pull
+        d = torch.linalg.solve(lhs, rhs)
+        x = x + d[:k] if pose else x
+        return fit.replace(expression=(e + d[k:]).float()[None], global_pose=x[None, :3].float(), camera=x[None, 3:].float())
 
     def refine(self, lmk: torch.Tensor, iris: torch.Tensor | None, init: FlameSequence, iterations: int = 30,
                observed: torch.Tensor | None = None) -> FlameSequence:

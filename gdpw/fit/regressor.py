@@ -214,7 +214,7 @@ class FlameRegressor:
         """Load a regressor made for ``flame``; ``RegressorError`` (one line) when it cannot be used."""
         path = Path(path)
         if not path.is_file():
-            raise RegressorError(f"FLAME regressor not found: {path}")
+            raise RegressorError(f"FLAME regressor not found: {path} (make one: gdpw fit --train-regressor)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 state = {k[4:]: torch.from_numpy(z[k]) for k in z.files if k.startswith("net.")}

@@ -238,10 +238,11 @@ class StreamTracker:
     one (``LandmarkFitter.refine``: ``iterations`` L-BFGS steps, default ``FITTING_ITERATIONS``);
     or, with ``regressor`` (and a head that has one, and MediaPipe's faces), read by the FLAME
     regressor against the reference (jaw, eyes), its head turned as MediaPipe's transformation
-    matrices turned, its camera solved on the landmarks (those an expression moves weigh
-    ``FitConfig.camera_moving_weight``), its expression solved on them in closed form
-    (``LandmarkFitter.solve_expression``: the fitting loss's optimum for the rest so found), then
-    ``iterations`` L-BFGS steps (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a
+    matrices turned; from there, the previous frame's expression and the camera solved for them,
+    its expression, head pose and camera are solved together on the landmarks
+    (``LandmarkFitter.solve``: ``SOLVE_STEPS`` Gauss-Newton steps towards the fitting loss's
+    optimum with jaw and eyes kept), then ``iterations`` L-BFGS steps
+    (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a
     One-Euro filter that sees only the past (time from the frames' own timestamps), the camera's
     scale (how near the head is) by a slower one of its own (``FitConfig.stream_scale_cutoff``).
     ``reset`` makes the next frame the reference.
@@ -251,6 +252,7 @@ class StreamTracker:
     """
 
     REGRESSOR_ITERATIONS = 0  # L-BFGS steps after the regressor (docs/benchmarks.md: live)
+    SOLVE_STEPS = 1  # Gauss-Newton steps of the joint solve: from the previous frame's expression, one is as good as two (docs/real_follow.md)
     FITTING_ITERATIONS = 30  # L-BFGS steps from the previous frame without one
 
     def __init__(self, tracker: FaceTracker, iterations: int | None = None, regressor: bool = False) -> None:
@@ -294,11 +296,14 @@ class StreamTracker:
             if fit is not None:  # the reference: its face kept for the regressor
                 self._anchor = None if readable is None else (readable, box, fit)
             elif self.regressor is not None and self._anchor is not None and readable is not None:
+                assert self._last is not None
                 lmk_ndc, iris_ndc = _ndc([box], [lmk]), _ndc([box], [iris])
-                fit = self.regressor.predict(readable, box, *self._anchor)
-                fit = fit.replace(global_pose=self.regressor.head_rotation(readable, self._anchor[0], self._anchor[2]))
-                fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit, t.cfg.fit.camera_moving_weight))
-                fit = t.fitter.solve_expression(lmk_ndc, iris_ndc, fit, _stack([observed]))
+                fit = self.regressor.predict(readable, box, *self._anchor)  # its jaw and eyes are kept
+                # the joint solve starts from MediaPipe's turn, the previous frame's expression and the camera for them
+                fit = fit.replace(global_pose=self.regressor.head_rotation(readable, self._anchor[0], self._anchor[2]),
+                                  expression=self._last.expression.clone())
+                fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit))
+                fit = t.fitter.solve(lmk_ndc, iris_ndc, fit, _stack([observed]), pose=True, iterations=self.SOLVE_STEPS)
                 if self.iterations > 0:
                     fit = t.fitter.refine(lmk_ndc, iris_ndc, fit, self.iterations, observed=_stack([observed]))
             else:  # DECA, or refined from the previous frame

@@ -37,7 +37,7 @@ class LiveConfig:
     """Live tracking and display."""
 
     iterations: int | None = None  # L-BFGS steps per camera frame: from the previous frame's fit (default 30), or from the FLAME regressor's output (default 0)
-    tracking: Literal["fitting", "regressor"] = "fitting"  # each frame fitted to landmarks, or read by the head's FLAME regressor (5x faster; expressions weaker on real faces: docs/real_follow.md)
+    tracking: Literal["fitting", "regressor"] = "regressor"  # each frame read by the head's FLAME regressor and solved on its landmarks (2x lower latency, as close on real faces: docs/real_follow.md; fitting when the head has none), or fitted to landmarks from the previous frame
 
     def __post_init__(self) -> None:
         validate(self)
