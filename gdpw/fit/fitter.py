@@ -146,6 +146,13 @@ class LandmarkFitter:
         ty = -mean[:, 1] / s - rest[:, 1].mean()
         return torch.stack([s, tx, ty], 1)
 
+    def landmark_weights(self) -> torch.Tensor:
+        """(68,) each landmark's weight in the fitting loss: the jaw contour's and the eyelids' from the config, 1 elsewhere."""
+        w = torch.ones(68)
+        w[JAW_CONTOUR] = self.cfg.contour_weight
+        w[EYELIDS] = self.cfg.eyelid_weight
+        return w
+
     def _loss(self, vars: dict[str, torch.Tensor], lmk: torch.Tensor, iris: torch.Tensor | None,
               temporal: bool, prev: dict[str, torch.Tensor] | None,
               observed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,10 +161,7 @@ class LandmarkFitter:
         c = self.cfg
         cam = self._camera(vars)
         pred, pupils = self.project(vars["shape"], vars["expression"], vars["global_pose"], vars["jaw_pose"], vars["eye_pose"], cam)
-        w = torch.ones(68)
-        w[JAW_CONTOUR] = c.contour_weight
-        w[EYELIDS] = c.eyelid_weight
-        per_frame = (((pred - lmk) ** 2).sum(-1) * w).mean(1)
+        per_frame = (((pred - lmk) ** 2).sum(-1) * self.landmark_weights()).mean(1)
         loss = per_frame.sum()
         if iris is not None:
             loss = loss + c.iris_weight * ((pupils - iris) ** 2).sum(-1).mean(1).sum()
@@ -293,10 +297,7 @@ class LandmarkFitter:
         es[1 + k :] += torch.eye(n, dtype=torch.float64)  # each component one further: exact columns
         f = fit.select([0] * (1 + k + n))
         lm, pu = self.project(f.shape, es.float(), xs[:, :3].float(), f.jaw_pose, f.eye_pose, xs[:, 3:].float())
-        w = torch.ones(68)
-        w[JAW_CONTOUR] = c.contour_weight
-        w[EYELIDS] = c.eyelid_weight
-        ys, target, weights = [lm.flatten(1)], [lmk.reshape(-1)], [(w / 68).repeat_interleave(2)]
+        ys, target, weights = [lm.flatten(1)], [lmk.reshape(-1)], [(self.landmark_weights() / 68).repeat_interleave(2)]
         if iris is not None:
             ys.append(pu.flatten(1))
             target.append(iris.reshape(-1))
