@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 CropRecipe = Literal["gdpw", "official"]
 OFFICIAL_SIZE = 256  # the official generator's crop
@@ -126,7 +127,6 @@ class PasteBack:
         h, w = shape[0], shape[1]
         x0, y0 = int(np.floor(box.x0)), int(np.floor(box.y0))
         x1, y1 = int(np.ceil(box.x0 + box.size)), int(np.ceil(box.y0 + box.size))
-        self.key = (h, w, box, n, feather)
         self.region = (max(0, y0), max(0, x0), min(h, y1), min(w, x1))  # cy0, cx0, cy1, cx1
         cy0, cx0, cy1, cx1 = self.region
         self.grid: torch.Tensor | None = None
@@ -144,8 +144,6 @@ class PasteBack:
         out = frame.copy()  # uint8: only the box is blended in float, so memory follows the face, not the photo
         if self.grid is None:
             return out
-        import torch.nn.functional as F
-
         cy0, cx0, cy1, cx1 = self.region
         p = torch.tensor(patch, dtype=torch.float32).permute(2, 0, 1)[None]  # a copy: the arrays may be read-only
         sample = F.grid_sample(p, self.grid, mode="bilinear", padding_mode="border", align_corners=False)[0].permute(1, 2, 0)

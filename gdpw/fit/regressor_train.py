@@ -86,19 +86,26 @@ def _synth_config(cfg: RegressorConfig):  # type: ignore[no-untyped-def]
     return SynthConfig(size=cfg.size, frames_per_clip=cfg.frames_per_clip, fps=2.5, seed=cfg.seed + 9001)
 
 
-def _worker(head: HeadConfig) -> tuple[FLAME, MediaPipeDetector]:
-    return head.load(), MediaPipeDetector(max_faces=1)
+@dataclass
+class Reader:
+    """What a worker of the example job loads once: the head model and MediaPipe."""
+
+    flame: FLAME
+    detector: MediaPipeDetector
+
+    def close(self) -> None:
+        self.detector.close()
 
 
-def _close(state: tuple[FLAME, MediaPipeDetector]) -> None:
-    state[1].close()
+def load_reader(head: HeadConfig) -> Reader:
+    return Reader(head.load(), MediaPipeDetector(max_faces=1))
 
 
-def _chunk(cfg: RegressorConfig, folder: Path, state: tuple[FLAME, MediaPipeDetector], start: int) -> int:
+def _chunk(cfg: RegressorConfig, folder: Path, reader: Reader, start: int) -> int:
     """Render and read clips ``start`` .. ``start + clips_per_chunk``; write their examples."""
     from gdpw.data.synth import make_motion, render_clip
 
-    flame, detector = state
+    flame, detector = reader.flame, reader.detector
     synth = _synth_config(cfg)
     box = CropBox(0.0, 0.0, float(cfg.size))  # the renders' NDC is the image's
     feats, frames, targets, ids, names = [], [], [], [], None
@@ -132,8 +139,8 @@ def collect_examples(head: HeadConfig, cfg: RegressorConfig, folder: Path, runne
     folder.mkdir(parents=True, exist_ok=True)
     starts = list(range(0, cfg.clips, cfg.clips_per_chunk))
     path = lambda s: folder / f"chunk-{s:05d}.npz"  # noqa: E731
-    job = Job("render and read", starts, key=lambda s: path(s).name, setup=partial(_worker, head),
-              run=partial(_chunk, cfg, folder), done=lambda s: path(s).is_file(), close=_close)
+    job = Job("render and read", starts, key=lambda s: path(s).name, setup=partial(load_reader, head),
+              run=partial(_chunk, cfg, folder), done=lambda s: path(s).is_file(), close=Reader.close)
     run_job(job, runner or Runner(), progress)
     parts = []
     for s in starts:

@@ -295,22 +295,22 @@ class StreamTracker:
         with t.timings.stage("fit"):
             if fit is not None:  # the reference: its face kept for the regressor
                 self._anchor = None if readable is None else (readable, box, fit)
-            elif self.regressor is not None and self._anchor is not None and readable is not None:
+            elif t.deca is not None:
+                fit = t._deca([frame], [lmk], [box], fps=1.0)
+            else:
                 assert self._last is not None
-                lmk_ndc, iris_ndc = _ndc([box], [lmk]), _ndc([box], [iris])
-                fit = self.regressor.predict(readable, box, *self._anchor)  # its jaw and eyes are kept
-                # the joint solve starts from MediaPipe's turn, the previous frame's expression and the camera for them
-                fit = fit.replace(global_pose=self.regressor.head_rotation(readable, self._anchor[0], self._anchor[2]),
-                                  expression=self._last.expression.clone())
-                fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit))
-                fit = t.fitter.solve(lmk_ndc, iris_ndc, fit, _stack([observed]), pose=True, iterations=self.SOLVE_STEPS)
-                if self.iterations > 0:
-                    fit = t.fitter.refine(lmk_ndc, iris_ndc, fit, self.iterations, observed=_stack([observed]))
-            else:  # DECA, or refined from the previous frame
-                assert self._last is not None
-                fit = t._deca([frame], [lmk], [box], fps=1.0) if t.deca is not None else t.fitter.refine(
-                    _ndc([box], [lmk]), _ndc([box], [iris]), self._last, self.iterations or self.FITTING_ITERATIONS,
-                    observed=_stack([observed]))
+                lmk_ndc, iris_ndc, obs = _ndc([box], [lmk]), _ndc([box], [iris]), _stack([observed])
+                if self.regressor is not None and self._anchor is not None and readable is not None:
+                    fit = self.regressor.predict(readable, box, *self._anchor)  # its jaw and eyes are kept
+                    # the joint solve starts from MediaPipe's turn, the previous frame's expression and the camera for them
+                    fit = fit.replace(global_pose=self.regressor.head_rotation(readable, self._anchor[0], self._anchor[2]),
+                                      expression=self._last.expression.clone())
+                    fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit))
+                    fit = t.fitter.solve(lmk_ndc, iris_ndc, fit, obs, pose=True, iterations=self.SOLVE_STEPS)
+                    if self.iterations > 0:
+                        fit = t.fitter.refine(lmk_ndc, iris_ndc, fit, self.iterations, observed=obs)
+                else:  # refined from the previous frame
+                    fit = t.fitter.refine(lmk_ndc, iris_ndc, self._last, self.iterations or self.FITTING_ITERATIONS, observed=obs)
         self._last = fit
         dt = None if self._time is None else max(timestamp - self._time, 1e-3)
         per_frame = t.smoothing.per_frame or dt is None
