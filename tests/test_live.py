@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from gdpw.cli.main import main
-from gdpw.common.errors import VideoError
+from gdpw.common.errors import ConfigError, VideoError
 from gdpw.data.video import read_video, write_video, write_y4m
 from gdpw.fit import OneEuroFilter
 from gdpw.flame import FLAME, load_motion
 from gdpw.pipeline import AnimateConfig, Animator
-from gdpw.pipeline.live import CameraReader, LiveSession, run_camera
+from gdpw.pipeline.live import CameraReader, LiveConfig, LiveSession, run_camera
 from tests.live_helpers import turning_head, yaw_of_results
 
 FPS = 10.0
@@ -72,6 +72,19 @@ def test_live_session_follows_the_camera_head_turn(turning, animator) -> None:  
     print("camera yaw", np.round(truth).tolist(), "result ~", nearest)
     assert np.corrcoef(nearest, truth)[0, 1] > 0.8
     assert np.ptp(nearest) >= 30  # both ways
+
+
+def test_live_warps_the_source_at_its_size_in_the_portrait_unless_told(turning, animator) -> None:  # type: ignore[no-untyped-def]
+    """``LiveConfig.detail_scale``: the source crop warped at 1x its size in the portrait by
+    default (``gdpw animate``: 2x), at the scale given otherwise; a scale of 0 or less is refused."""
+    portrait, clip = turning
+    box = LiveSession(animator, portrait).source.box
+    for scale in (1.0, 2.0):
+        session = LiveSession(animator, portrait, LiveConfig() if scale == 1.0 else LiveConfig(detail_scale=scale))
+        assert session.encoded.detail is not None and session.encoded.detail.shape[-1] == round(scale * box.size)
+        assert session.step(clip.images[0]).image.shape == portrait.shape
+    with pytest.raises(ConfigError, match="detail_scale"):
+        LiveConfig(detail_scale=0)
 
 
 def test_no_face_keeps_the_last_good_frame_and_reset_starts_again(turning, animator) -> None:  # type: ignore[no-untyped-def]

@@ -383,7 +383,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
             raise UsageError(f"--preview writes an image: name it .png or .jpg, not {args.preview}")
     head = from_args(HeadConfig, args)
     flame = head.load()
-    with FaceTracker(flame, from_args(TrackConfig, args), blendshapes=head.load_blendshapes()) as tracker:
+    with FaceTracker(flame, from_args(TrackConfig, args), blendshapes=head.load_blendshapes(),
+                     regressor=head.regressor_path()) as tracker:
         if _is_image(path):
             first = read_image(path)
             track = tracker.fit_image(first)

@@ -78,7 +78,8 @@ class Worker:
 
 def load_worker(cfg: PreprocessConfig) -> Worker:
     flame = cfg.head.load()
-    return Worker(cfg, flame, FaceTracker(flame, cfg.track, crop_size=cfg.size, blendshapes=cfg.head.load_blendshapes()))
+    return Worker(cfg, flame, FaceTracker(flame, cfg.track, crop_size=cfg.size, blendshapes=cfg.head.load_blendshapes(),
+                                          regressor=cfg.head.regressor_path()))
 
 
 def process_video(worker: Worker, item: VideoItem) -> int:
@@ -215,7 +216,9 @@ def _preflight(cfg: PreprocessConfig) -> int:
     """Fail before the first video for what would fail on every one (no landmark embedding, no
     DECA model); the FLAME model's vertex count."""
     flame = cfg.head.load()
-    with FaceTracker(flame, cfg.track) as tracker:
-        if cfg.track.fitter == "landmarks":
+    with FaceTracker(flame, cfg.track, regressor=cfg.head.regressor_path()) as tracker:
+        if cfg.track.fitter != "deca":
             _ = tracker.fitter
+        if cfg.track.fitter == "regressor":
+            _ = tracker.regressor  # a missing or unusable one said once, here, before the workers fit landmarks instead
     return flame.num_verts

@@ -252,21 +252,6 @@ class LandmarkFitter:
         return self._fit_from(vars, rms)
 
     @torch.no_grad()
-    def solve_camera(self, lmk: torch.Tensor, fit: FlameSequence) -> torch.Tensor:
-        """(T, 3) the orthographic cameras that put ``fit``'s landmarks best onto ``lmk`` (T, 68, 2),
-        its other parameters kept: weighted linear least squares for the scale and the translation."""
-        cam0 = torch.tensor([[1.0, 0.0, 0.0]]).expand(len(fit), 3)
-        pts, _ = self.project(fit.shape, fit.expression, fit.global_pose, fit.jaw_pose, fit.eye_pose, cam0)  # (X, -Y)
-        w = torch.ones(68)
-        w[JAW_CONTOUR] = self.cfg.contour_weight
-        w = (w / w.sum())[None, :, None]
-        p_mean, l_mean = (pts * w).sum(1, keepdim=True), (lmk * w).sum(1, keepdim=True)
-        dp, dl = pts - p_mean, lmk - l_mean
-        s = (w * dp * dl).sum((1, 2)) / (w * dp * dp).sum((1, 2)).clamp_min(1e-12)
-        c = l_mean[:, 0] - s[:, None] * p_mean[:, 0]
-        return torch.stack([s, c[:, 0] / s, -c[:, 1] / s], 1)
-
-    @torch.no_grad()
     def solve(self, lmk: torch.Tensor, iris: torch.Tensor | None, fit: FlameSequence, observed: torch.Tensor | None = None,
               pose: bool = False, iterations: int = 2, step: float = 1e-3) -> FlameSequence:
         """``fit`` (T frames) moved to the minimum of the fitting loss (``_loss``: the weighted
@@ -344,6 +329,20 @@ class LandmarkFitter:
         _, rms = self._loss(vars, lmk, iris, False, None, observed)
         return self._fit_from(vars, rms)
 
+    def key_frame_fit(self, lmk: torch.Tensor, iris: torch.Tensor | None = None,
+                      observed: torch.Tensor | None = None) -> FlameSequence:
+        """``fit`` on ``FitConfig.key_frames`` frames spread over a video (T, 68, 2), its first frame
+        first: the video's identity (the fit's shape) and its first frame's parameters."""
+        t = lmk.shape[0]
+        keys = np.unique(np.linspace(0, t - 1, min(self.cfg.key_frames, t)).round().astype(int)).tolist()
+        return self.fit(lmk[keys], None if iris is None else iris[keys], observed=None if observed is None else observed[keys])
+
+    @torch.no_grad()
+    def landmark_rms(self, lmk: torch.Tensor, fit: FlameSequence) -> torch.Tensor:
+        """(T,) each frame's RMS landmark error (NDC) of ``fit`` against ``lmk`` (T, 68, 2), as ``fit`` reports it."""
+        pred, _ = self.project(fit.shape, fit.expression, fit.global_pose, fit.jaw_pose, fit.eye_pose, fit.camera)
+        return ((pred - lmk) ** 2).sum(-1).mean(1).sqrt()
+
     def track(self, lmk: torch.Tensor, iris: torch.Tensor | None = None, shape: torch.Tensor | None = None,
               progress: bool = False, observed: torch.Tensor | None = None) -> FlameSequence:
         """Fit a video (T, 68, 2): shape on key frames (unless given), then the frames in windows.
@@ -355,10 +354,7 @@ class LandmarkFitter:
         from tqdm import tqdm
 
         t = lmk.shape[0]
-        if shape is None:
-            keys = np.unique(np.linspace(0, t - 1, min(self.cfg.key_frames, t)).round().astype(int)).tolist()
-            shape = self.fit(lmk[keys], None if iris is None else iris[keys],
-                             observed=None if observed is None else observed[keys]).shape
+        shape = self.key_frame_fit(lmk, iris, observed).shape if shape is None else shape
         frames: list[FlameSequence] = []
         prev: dict[str, torch.Tensor] | None = None
         windows = range(0, t, self.cfg.track_window)

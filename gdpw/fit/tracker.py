@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from gdpw.common.config import validate
 from gdpw.common.crop import CropBox, CropRecipe, crop_box, official_boxes
@@ -35,13 +36,16 @@ from .fitter import FitConfig, LandmarkFitter, OneEuroFilter, Smoothing, smooth_
 from .regressor import FlameRegressor, RegressorError
 
 DECA_BATCH = 16
+SOLVE_STEPS = 1  # Gauss-Newton steps of the regressor's joint solve: from the previous frame's expression, one is as good as two (docs/real_follow.md)
+READ_PROGRESS = 500  # a video read by the regressor shows a progress bar from this many frames
+Anchor = tuple[FaceLandmarks, CropBox, FlameSequence]  # a regressor's reference: a frame's face, box and fit
 
 
 @dataclass(frozen=True)
 class TrackConfig:
     """How faces are found and fitted."""
 
-    fitter: Literal["landmarks", "deca"] = "landmarks"  # FLAME fitting: MediaPipe landmarks, or DECA (FLAME 2020)
+    fitter: Literal["landmarks", "regressor", "deca"] = "landmarks"  # FLAME fitting: MediaPipe landmarks; the head's FLAME regressor solved on them from a first frame fitted to them (videos; landmarks when the head has none); or DECA (FLAME 2020)
     deca_model: str | None = None  # DECA's deca_model.tar, for the deca fitter
     face_index: int | None = None  # which face when an image has several (0 = largest)
     crop: Literal["auto", "gdpw", "official"] = "auto"  # crop recipe; auto: the checkpoint's (official for released ones)
@@ -191,27 +195,65 @@ class FaceTracker:
         faces in fewer than half of its frames is refused. Several faces without a chosen index
         stop the track.
         """
-        found: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None] = []
+        found: list[tuple[DetectedFace, np.ndarray, np.ndarray, np.ndarray | None] | None] = []
         for i, frame in enumerate(frames):
+            what = f"driving frame {i}"
             try:
-                found.append(self.landmarks(frame, f"driving frame {i}"))
+                face = self.face(frame, what)
+                found.append((face, *self._observe(face, what)))
             except NoFaceError:
                 found.append(None)
         hits = [i for i, f in enumerate(found) if f is not None]
         if len(hits) * 2 < len(found):
             raise NoFaceError(f"no face found in {len(found) - len(hits)} of {len(found)} driving frames")
         filled = [f if f is not None else found[min(hits, key=lambda h: abs(h - i))] for i, f in enumerate(found)]
-        lmks = [f[0] for f in filled if f is not None]
-        irises = [f[1] for f in filled if f is not None]
-        observed = _stack([f[2] for f in filled if f is not None])
+        faces = [f[0] for f in filled if f is not None]
+        lmks = [f[1] for f in filled if f is not None]
+        irises = [f[2] for f in filled if f is not None]
+        observed = _stack([f[3] for f in filled if f is not None])
         boxes = [self.box(x) for x in lmks] if self.recipe == "official" else [self.box(lmks[0])] * len(lmks)
+        readable = [f for f in faces if isinstance(f, FaceLandmarks) and f.pose is not None]
+        regressor = self.regressor if self.cfg.fitter == "regressor" and len(readable) == len(faces) else None
         with self.timings.stage("fit"):
             if self.deca is not None:
                 params = self._deca(list(frames), lmks, boxes, fps)
             else:
-                fit = self.fitter.track(_ndc(boxes, lmks), _ndc(boxes, irises), shape=shape, observed=observed)
+                lmk, iris = _ndc(boxes, lmks), _ndc(boxes, irises)
+                if regressor is not None:
+                    fit = self._read_video(regressor, readable, boxes, lmk, iris, observed, shape)
+                else:
+                    fit = self.fitter.track(lmk, iris, shape=shape, observed=observed)
                 params = smooth_fit(fit, fps, self.smoothing)
         return Track(boxes, params)
+
+    def read(self, regressor: FlameRegressor, face: FaceLandmarks, box: CropBox, lmk: torch.Tensor, iris: torch.Tensor,
+             observed: torch.Tensor | None, anchor: Anchor, last: FlameSequence, iterations: int = 0) -> FlameSequence:
+        """One frame (``lmk`` (1, 68, 2), ``iris`` (1, 2, 2) in ``box``'s NDC) read by ``regressor``
+        against ``anchor`` (a reference frame's face, box and fit): jaw, eyes and camera from the
+        network; from MediaPipe's turn and ``last``'s expression (the previous frame's), expression,
+        head pose and camera solved together on the landmarks (``SOLVE_STEPS`` Gauss-Newton steps of
+        ``LandmarkFitter.solve``), then ``iterations`` L-BFGS steps."""
+        fit = regressor.predict(face, box, *anchor)  # its jaw, eyes and camera are kept
+        fit = fit.replace(global_pose=regressor.head_rotation(face, anchor[0], anchor[2]), expression=last.expression.clone())
+        fit = self.fitter.solve(lmk, iris, fit, observed, pose=True, iterations=SOLVE_STEPS)
+        if iterations > 0:
+            fit = self.fitter.refine(lmk, iris, fit, iterations, observed=observed)
+        return fit
+
+    def _read_video(self, regressor: FlameRegressor, faces: Sequence[FaceLandmarks], boxes: Sequence[CropBox], lmk: torch.Tensor,
+                    iris: torch.Tensor, observed: torch.Tensor | None, shape: torch.Tensor | None) -> FlameSequence:
+        """A video by the regressor: its first frame fitted fully (with its identity fitted on key
+        frames, unless ``shape``), every later frame ``read`` against the first from the one before."""
+        obs = [None if observed is None else observed[i : i + 1] for i in range(len(faces))]
+        if shape is None:
+            frames = [self.fitter.key_frame_fit(lmk, iris, observed).select([0])]
+        else:
+            frames = [self.fitter.fit(lmk[:1], iris[:1], shape=shape, observed=obs[0])]
+        anchor = (faces[0], boxes[0], frames[0])
+        for i in tqdm(range(1, len(faces)), desc="read", unit="frame", disable=len(faces) < READ_PROGRESS):
+            frames.append(self.read(regressor, faces[i], boxes[i], lmk[i : i + 1], iris[i : i + 1], obs[i], anchor, frames[-1]))
+        fit = FlameSequence.cat(frames)
+        return fit.replace(landmark_error=self.fitter.landmark_rms(lmk, fit))
 
     def stream(self, iterations: int | None = None, regressor: bool = False) -> StreamTracker:
         """Causal tracking of a live stream, frame by frame (``StreamTracker``)."""
@@ -237,12 +279,10 @@ class StreamTracker:
     (shape) and, in gdpw's recipe, the crop box. Every later frame is refined from the previous
     one (``LandmarkFitter.refine``: ``iterations`` L-BFGS steps, default ``FITTING_ITERATIONS``);
     or, with ``regressor`` (and a head that has one, and MediaPipe's faces), read by the FLAME
-    regressor against the reference (jaw, eyes), its head turned as MediaPipe's transformation
-    matrices turned; from there, the previous frame's expression and the camera solved for them,
-    its expression, head pose and camera are solved together on the landmarks
-    (``LandmarkFitter.solve``: ``SOLVE_STEPS`` Gauss-Newton steps towards the fitting loss's
-    optimum with jaw and eyes kept), then ``iterations`` L-BFGS steps
-    (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a
+    regressor against the reference (``FaceTracker.read``: jaw, eyes and camera from the network,
+    the head turned as MediaPipe's transformation matrices turned, expression, head pose and camera
+    then solved together on the landmarks from the previous frame's expression), then
+    ``iterations`` L-BFGS steps (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a
     One-Euro filter that sees only the past (time from the frames' own timestamps), the camera's
     scale (how near the head is) by a slower one of its own (``FitConfig.stream_scale_cutoff``).
     ``reset`` makes the next frame the reference.
@@ -252,7 +292,6 @@ class StreamTracker:
     """
 
     REGRESSOR_ITERATIONS = 0  # L-BFGS steps after the regressor (docs/benchmarks.md: live)
-    SOLVE_STEPS = 1  # Gauss-Newton steps of the joint solve: from the previous frame's expression, one is as good as two (docs/real_follow.md)
     FITTING_ITERATIONS = 30  # L-BFGS steps from the previous frame without one
 
     def __init__(self, tracker: FaceTracker, iterations: int | None = None, regressor: bool = False) -> None:
@@ -273,7 +312,7 @@ class StreamTracker:
         self.reference: FlameSequence | None = None  # the first frame's (smoothed) fit
         self._box: CropBox | None = None
         self._last: FlameSequence | None = None  # the previous frame's raw fit (the warm start)
-        self._anchor: tuple[FaceLandmarks, CropBox, FlameSequence] | None = None  # the reference's face, box and raw fit
+        self._anchor: Anchor | None = None  # the reference's face, box and raw fit
         self._time: float | None = None
         for f in self._filters.values():
             f.reset()
@@ -301,14 +340,7 @@ class StreamTracker:
                 assert self._last is not None
                 lmk_ndc, iris_ndc, obs = _ndc([box], [lmk]), _ndc([box], [iris]), _stack([observed])
                 if self.regressor is not None and self._anchor is not None and readable is not None:
-                    fit = self.regressor.predict(readable, box, *self._anchor)  # its jaw and eyes are kept
-                    # the joint solve starts from MediaPipe's turn, the previous frame's expression and the camera for them
-                    fit = fit.replace(global_pose=self.regressor.head_rotation(readable, self._anchor[0], self._anchor[2]),
-                                      expression=self._last.expression.clone())
-                    fit = fit.replace(camera=t.fitter.solve_camera(lmk_ndc, fit))
-                    fit = t.fitter.solve(lmk_ndc, iris_ndc, fit, obs, pose=True, iterations=self.SOLVE_STEPS)
-                    if self.iterations > 0:
-                        fit = t.fitter.refine(lmk_ndc, iris_ndc, fit, self.iterations, observed=obs)
+                    fit = t.read(self.regressor, readable, box, lmk_ndc, iris_ndc, obs, self._anchor, self._last, self.iterations)
                 else:  # refined from the previous frame
                     fit = t.fitter.refine(lmk_ndc, iris_ndc, self._last, self.iterations or self.FITTING_ITERATIONS, observed=obs)
         self._last = fit

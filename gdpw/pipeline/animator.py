@@ -35,6 +35,7 @@ from .graphed import GraphedDecode
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
 PASTE_PLANS = 8  # paste-back plans kept (frame size, box, crop size): a video's or a stream's sources
+DETAIL_SCALE = 2.0  # the source crop's warp resolution over its size in the photo (each bilinear resampling blurs less at 2x)
 LID_MIN_REFERENCE = 0.9  # the least openness a driver's first frame counts as its rest (a blink there must not blow the source's eyes open)
 
 
@@ -180,12 +181,14 @@ class Animator:
     def track_driving(self, frames: Sequence[np.ndarray], fps: float) -> Track:
         return self.tracker.track(frames, fps)
 
-    def encode(self, source: Source) -> EncodedSource:
-        """The source half of the network, computed once per portrait (``decode`` reuses it)."""
-        return self._encode([source])
+    def encode(self, source: Source, detail_scale: float = DETAIL_SCALE) -> EncodedSource:
+        """The source half of the network, computed once per portrait (``decode`` reuses it).
+        ``detail_scale``: with ``AnimateConfig.detail``, the resolution the source crop is warped
+        at over its size in the photo (live mode takes 1: a third of the generation's time)."""
+        return self._encode([source], detail_scale)
 
     @torch.no_grad()
-    def _encode(self, sources: Sequence[Source]) -> EncodedSource:
+    def _encode(self, sources: Sequence[Source], detail_scale: float = DETAIL_SCALE) -> EncodedSource:
         """One source, or a batch of them each driving the same frame of a batch (video-to-video)."""
         guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=self.device.type == "cuda",
                                  paint_stretch=self.cfg.paint_stretch)
@@ -195,7 +198,7 @@ class Animator:
             cover = guided.source_coverage(verts_s, (self.size, self.size))
         with self.timings.stage("generate"), self._autocast():
             encoding = guided.encode(img_s, verts_s)
-        side = min(self.cfg.detail, round(2 * max(s.box.size for s in sources)))  # 2x: each bilinear resampling blurs less
+        side = min(self.cfg.detail, round(detail_scale * max(s.box.size for s in sources)))
         detail = None
         if self.checkpoint.generator_config.alpha_blend and side > self.size:
             detail = torch.stack([to_tensor(crop(s.image, s.box, side, border="edge")) for s in sources]).to(self.device)
