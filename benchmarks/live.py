@@ -7,7 +7,7 @@ result (median and 90th percentile), the shown frame rate and its ratio to the c
 of camera frames dropped, and milliseconds per shown frame in each stage (detect, fit, render,
 generate). The first frame (the full reference fit) is left out of the latency figures.
 
-    python benchmarks/live.py [--seconds 10] [--camera-fps 25] [--iterations N] [--tracking fitting|regressor] [--detail-scale S] [--checkpoint CKPT]
+    python benchmarks/live.py [--seconds 10] [--camera-fps 25] [--iterations N] [--tracking fitting|regressor] [--checkpoint CKPT]
 
 ``--tracking``: each frame fitted to landmarks (L-BFGS from the previous frame) or read by the
 head's FLAME regressor (``--iterations``: L-BFGS steps after it); by default both, side by side.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +42,7 @@ def camera_clip(path: Path, seconds: float, fps: float) -> np.ndarray:
 def run(device: str, tracking: str, portrait: np.ndarray, video: Path, args: argparse.Namespace) -> float:
     """One stream; prints its line and returns its median latency (ms)."""
     with Animator(AnimateConfig(checkpoint=args.checkpoint, device=device)) as animator:
-        live = LiveConfig(iterations=args.iterations, tracking=tracking)  # type: ignore[arg-type]
-        session = LiveSession(animator, portrait, live if args.detail_scale is None else replace(live, detail_scale=args.detail_scale))
+        session = LiveSession(animator, portrait, LiveConfig(iterations=args.iterations, tracking=tracking))  # type: ignore[arg-type]
         animator.timings.clear()
         shown_at: list[float] = []
 
@@ -76,7 +74,6 @@ def main() -> None:
     parser.add_argument("--camera-fps", type=float, default=25.0)
     parser.add_argument("--iterations", type=int, help="L-BFGS steps per frame (default: LiveConfig's)")
     parser.add_argument("--tracking", choices=["fitting", "regressor"], help="LiveConfig.tracking (default: both, side by side)")
-    parser.add_argument("--detail-scale", type=float, help="LiveConfig.detail_scale (default: its default)")
     parser.add_argument("--checkpoint", help="default: the shipped demo generator")
     args = parser.parse_args()
     torch.manual_seed(0)

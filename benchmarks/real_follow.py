@@ -20,7 +20,7 @@ driving frame and every result frame, and three figures are printed side by side
 Frames where either face is not found are left out (their share is printed).
 
     python benchmarks/real_follow.py [--faces ../shared/real_faces] [--max-frames 120] [--live | --self] [--blendshape-map F]
-        [--set track.fit.eyelid_weight=4 ...] [--tracking regressor|fitting] [--iterations N] [--detail-scale S] [-o docs/real_follow.md]
+        [--set track.fit.eyelid_weight=4 ...] [--tracking regressor|fitting] [--iterations N] [-o docs/real_follow.md]
 
 ``--live`` animates as ``gdpw live`` does (each frame tracked causally as it comes, none dropped;
 ``--tracking`` and ``--iterations`` are ``LiveConfig``'s).
@@ -150,7 +150,6 @@ def main() -> None:
     p.add_argument("--live", action="store_true", help="the live pipeline (gdpw live): causal tracking frame by frame")
     p.add_argument("--tracking", choices=["fitting", "regressor"], help="with --live: LiveConfig.tracking (default: its default)")
     p.add_argument("--iterations", type=int, help="with --live: LiveConfig.iterations (L-BFGS steps per frame)")
-    p.add_argument("--detail-scale", type=float, help="with --live: LiveConfig.detail_scale (default: its default)")
     p.add_argument("--self", action="store_true", help="each clip drives its own first frame (same identity) instead of the portraits")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an AnimateConfig field by its dotted path, e.g. track.fit.eyelid_weight=4 (repeatable)")
@@ -178,7 +177,6 @@ def main() -> None:
     cfg = cfg if args.blendshape_map is None else replace(cfg, head=replace(cfg.head, blendshape_map=args.blendshape_map))
     cfg = from_dict(AnimateConfig, apply_overrides(to_dict(cfg), args.set))
     live = LiveConfig(iterations=args.iterations)
-    live = live if args.detail_scale is None else replace(live, detail_scale=args.detail_scale)
     live = live if args.tracking is None else replace(live, tracking=args.tracking)
     with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for name, source, clip in pairs:

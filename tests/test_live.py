@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from gdpw.cli.main import main
-from gdpw.common.errors import ConfigError, VideoError
+from gdpw.common.errors import VideoError
 from gdpw.data.video import read_video, write_video, write_y4m
 from gdpw.fit import OneEuroFilter
 from gdpw.flame import FLAME, load_motion
 from gdpw.pipeline import AnimateConfig, Animator
-from gdpw.pipeline.live import CameraReader, LiveConfig, LiveSession, run_camera
+from gdpw.pipeline.live import CameraReader, LiveSession, run_camera
 from tests.live_helpers import turning_head, yaw_of_results
 
 FPS = 10.0
@@ -74,17 +74,29 @@ def test_live_session_follows_the_camera_head_turn(turning, animator) -> None:  
     assert np.ptp(nearest) >= 30  # both ways
 
 
-def test_live_warps_the_source_at_its_size_in_the_portrait_unless_told(turning, animator) -> None:  # type: ignore[no-untyped-def]
-    """``LiveConfig.detail_scale``: the source crop warped at 1x its size in the portrait by
-    default (``gdpw animate``: 2x), at the scale given otherwise; a scale of 0 or less is refused."""
+def test_live_composites_in_the_portrait_sharper_than_crop_then_paste(turning, animator) -> None:  # type: ignore[no-untyped-def]
+    """Live results of the demo generator are composited in the portrait, which is read once
+    (``composite_in_frame``): as ``gdpw animate``'s crop at twice the box's size pasted back, but
+    sharper (variance of the Laplacian of the face's box)."""
+    def laplace(g: np.ndarray) -> np.ndarray:
+        return 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+
     portrait, clip = turning
-    box = LiveSession(animator, portrait).source.box
-    for scale in (1.0, 2.0):
-        session = LiveSession(animator, portrait, LiveConfig() if scale == 1.0 else LiveConfig(detail_scale=scale))
-        assert session.encoded.detail is not None and session.encoded.detail.shape[-1] == round(scale * box.size)
-        assert session.step(clip.images[0]).image.shape == portrait.shape
-    with pytest.raises(ConfigError, match="detail_scale"):
-        LiveConfig(detail_scale=0)
+    session = LiveSession(animator, portrait)
+    assert animator.composites_in_frame
+    box = session.source.box
+    y0, x0 = max(0, int(box.y0)), max(0, int(box.x0))
+    face = (slice(y0, int(box.y0 + box.size)), slice(x0, int(box.x0 + box.size)))
+    ratios, diffs = [], []
+    for i in (0, 6, 12):
+        out = session.step(clip.images[i], i / FPS)
+        assert out.face and out.target is not None
+        pasted = animator.compose(session.source, animator.decode(session.encoded, out.target, [0]))[0]
+        grey = [laplace(img[face].astype(float).mean(-1)).var() for img in (out.image, pasted)]
+        ratios.append(grey[0] / grey[1])
+        diffs.append(np.abs(out.image.astype(float) - pasted).mean())
+    print("sharpness live / crop-then-paste", np.round(ratios, 3), "mean |difference|", np.round(diffs, 2))
+    assert min(ratios) > 1.0 and max(diffs) < 2.0
 
 
 def test_no_face_keeps_the_last_good_frame_and_reset_starts_again(turning, animator) -> None:  # type: ignore[no-untyped-def]

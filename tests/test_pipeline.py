@@ -146,6 +146,48 @@ def test_apply_edit_semantics() -> None:
         EditSpec.from_dict({"smile": 1})
 
 
+def test_composite_in_frame_reads_the_photo_once_where_the_flow_sends_it() -> None:
+    """``composite_in_frame`` (live mode's compositing for the demo generator), against oracles on
+    a random photo and a fractional box: with alpha 0 and no flow the photo comes back unchanged;
+    a flow of exactly 3 photo pixels right and 2 down shows the photo moved by them (interior, where
+    no edge is clamped); with alpha 1 the network's image shows (a ramp, read bilinearly at each
+    pixel's centre in the crop) plus ``transfer`` times the warped photo less the network's own
+    warped source."""
+    from gdpw.common.crop import PasteBack
+    from gdpw.model.generator import GeneratorOutput
+    from gdpw.pipeline.animator import composite_in_frame
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, size=(90, 110, 3), dtype=np.uint8)
+    box, n = CropBox(20.3, 11.6, 60.2), 32
+    plan = PasteBack(photo.shape, box, n)
+    zeros = torch.zeros(1, 3, n, n)
+
+    def output(alpha: float, flow: tuple[float, float] = (0.0, 0.0), image: torch.Tensor = zeros,
+               warped: torch.Tensor = zeros) -> GeneratorOutput:
+        f = torch.tensor(flow).view(1, 2, 1, 1).expand(1, 2, n, n)
+        return GeneratorOutput({}, {"x1": f}, warped, image, torch.full((1, 1, n, n), alpha), image)
+
+    assert np.array_equal(composite_in_frame(plan, photo, output(0.0)), photo)
+    moved = composite_in_frame(plan, photo, output(0.0, (2 * 3 / box.size, 2 * 2 / box.size))).astype(int)
+    cy0, cx0, cy1, cx1 = plan.region
+    inner = (slice(cy0 + 6, cy1 - 6), slice(cx0 + 6, cx1 - 6))  # inside the feathered edge
+    shifted = photo[cy0 + 8 : cy1 - 4, cx0 + 9 : cx1 - 3].astype(int)
+    assert np.abs(moved[inner] - shifted).max() <= 1
+    ramp = (torch.arange(n).view(1, 1, 1, n) * 4.0 + torch.arange(n).view(1, 1, n, 1)).expand(1, 3, n, n) / 255
+    painted = composite_in_frame(plan, photo, output(1.0, image=ramp), transfer=0.0).astype(float)
+    ys, xs = np.mgrid[0:90, 0:110] + 0.5
+    px, py = (xs - box.x0) / box.size * n - 0.5, (ys - box.y0) / box.size * n - 0.5
+    core = np.zeros(photo.shape[:2], bool)
+    core[inner] = True
+    core &= (px > 0) & (px < n - 1) & (py > 0) & (py < n - 1)
+    assert core.sum() > 1000 and np.abs(painted[core][:, 0] - (px * 4 + py)[core]).max() <= 1.0
+    grey = torch.full((1, 3, n, n), 0.25)
+    detail = composite_in_frame(plan, photo, output(1.0, image=grey + 0.25, warped=grey), transfer=1.0).astype(float)
+    expect = np.clip(127.5 + photo.astype(float) - 63.75, 0, 255)  # 0.5 + (photo - 0.25), in grey levels
+    assert np.abs(detail[inner] - expect[inner]).max() <= 1.0
+
+
 def test_crop_and_paste_back_roundtrip() -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, size=(100, 120, 3), dtype=np.uint8)

@@ -137,17 +137,26 @@ class PasteBack:
         u = (torch.arange(cx0, cx1, dtype=torch.float64) + 0.5 - box.x0) / box.size
         v = (torch.arange(cy0, cy1, dtype=torch.float64) + 0.5 - box.y0) / box.size
         self.grid = torch.stack(torch.broadcast_tensors(2 * u[None, :] - 1, 2 * v[:, None] - 1), -1)[None].float()
+        self.grid_extent = (self.grid[0, 0, 0], self.grid[0, -1, -1])  # its least and greatest x and y
         edge = torch.minimum(torch.minimum(u, 1 - u)[None, :], torch.minimum(v, 1 - v)[:, None])
         self.alpha = (edge / feather).clamp(0, 1).float()[..., None]
+        # the patch's coordinates (-1..1 over the box) as the frame's: x_frame = scale * x_patch + offset
+        size = torch.tensor([box.size / w, box.size / h])
+        self.to_frame = (size, torch.tensor([2 * box.x0 / w, 2 * box.y0 / h]) + size - 1)
 
     def __call__(self, frame: np.ndarray, patch: np.ndarray) -> np.ndarray:
-        out = frame.copy()  # uint8: only the box is blended in float, so memory follows the face, not the photo
         if self.grid is None:
-            return out
-        cy0, cx0, cy1, cx1 = self.region
+            return frame.copy()
         p = torch.tensor(patch, dtype=torch.float32).permute(2, 0, 1)[None]  # a copy: the arrays may be read-only
         sample = F.grid_sample(p, self.grid, mode="bilinear", padding_mode="border", align_corners=False)[0].permute(1, 2, 0)
-        region = torch.tensor(frame[cy0:cy1, cx0:cx1], dtype=torch.float32)
-        blended = region * (1 - self.alpha) + sample * self.alpha + 0.5
+        return self.blend(frame, sample)
+
+    def blend(self, frame: np.ndarray, region: torch.Tensor) -> np.ndarray:
+        """``frame`` (uint8) with ``region`` ((h, w, 3) float, 0-255: the box's pixels in the frame,
+        ``self.region``) blended in by the feathered weights."""
+        out = frame.copy()  # uint8: only the box is blended in float, so memory follows the face, not the photo
+        cy0, cx0, cy1, cx1 = self.region
+        under = torch.tensor(frame[cy0:cy1, cx0:cx1], dtype=torch.float32)
+        blended = under * (1 - self.alpha) + region * self.alpha + 0.5
         out[cy0:cy1, cx0:cx1] = blended.clamp_(0, 255).to(torch.uint8).numpy()
         return out

@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from gdpw.common.config import flat
 from gdpw.common.crop import CropBox, CropRecipe, PasteBack, crop
@@ -35,7 +36,6 @@ from .graphed import GraphedDecode
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "demo_generator.pt"
 Motion = Literal["relative", "absolute"]
 PASTE_PLANS = 8  # paste-back plans kept (frame size, box, crop size): a video's or a stream's sources
-DETAIL_SCALE = 2.0  # the source crop's warp resolution over its size in the photo (each bilinear resampling blurs less at 2x)
 LID_MIN_REFERENCE = 0.9  # the least openness a driver's first frame counts as its rest (a blink there must not blow the source's eyes open)
 
 
@@ -181,14 +181,12 @@ class Animator:
     def track_driving(self, frames: Sequence[np.ndarray], fps: float) -> Track:
         return self.tracker.track(frames, fps)
 
-    def encode(self, source: Source, detail_scale: float = DETAIL_SCALE) -> EncodedSource:
-        """The source half of the network, computed once per portrait (``decode`` reuses it).
-        ``detail_scale``: with ``AnimateConfig.detail``, the resolution the source crop is warped
-        at over its size in the photo (live mode takes 1: a third of the generation's time)."""
-        return self._encode([source], detail_scale)
+    def encode(self, source: Source) -> EncodedSource:
+        """The source half of the network, computed once per portrait (``decode`` reuses it)."""
+        return self._encode([source])
 
     @torch.no_grad()
-    def _encode(self, sources: Sequence[Source], detail_scale: float = DETAIL_SCALE) -> EncodedSource:
+    def _encode(self, sources: Sequence[Source]) -> EncodedSource:
         """One source, or a batch of them each driving the same frame of a batch (video-to-video)."""
         guided = GuidedGenerator(self.generator, self.flame.faces, self.antialias, static=self.device.type == "cuda",
                                  paint_stretch=self.cfg.paint_stretch)
@@ -198,7 +196,7 @@ class Animator:
             cover = guided.source_coverage(verts_s, (self.size, self.size))
         with self.timings.stage("generate"), self._autocast():
             encoding = guided.encode(img_s, verts_s)
-        side = min(self.cfg.detail, round(detail_scale * max(s.box.size for s in sources)))
+        side = min(self.cfg.detail, round(2 * max(s.box.size for s in sources)))  # 2x: each bilinear resampling blurs less
         detail = None
         if self.checkpoint.generator_config.alpha_blend and side > self.size:
             detail = torch.stack([to_tensor(crop(s.image, s.box, side, border="edge")) for s in sources]).to(self.device)
@@ -207,11 +205,34 @@ class Animator:
     @torch.no_grad()
     def decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> np.ndarray:
         """Generated crops (B, R, R, 3) uint8 for frames ``idx`` of ``target`` (R: ``EncodedSource.detail``'s size, else the network's)."""
+        out = self._decode(encoded, target, idx)
+        with self.timings.stage("generate"):
+            return self._image(encoded, out)
+
+    def _decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> GeneratorOutput:
         with self.timings.stage("render"):
             verts_d = target.image_vertices(self.flame, list(idx))
             maps = encoded.guided.driving_guidance(encoded.verts, verts_d, (self.size, self.size), cover_s=encoded.cover)
         with self.timings.stage("generate"), self._autocast():
-            return self._image(encoded, encoded.guided.decode_maps(encoded.encoding, maps))
+            return encoded.guided.decode_maps(encoded.encoding, maps)
+
+    @property
+    def composites_in_frame(self) -> bool:
+        """Whether ``decode_into`` composites in the photo (``composite_in_frame``): paste-back and
+        detail on, a checkpoint that blends by alpha with "centers" warps (the demo generator)."""
+        gen = self.checkpoint.generator_config
+        return self.cfg.paste_back and self.cfg.detail > 0 and gen.alpha_blend and gen.warp_convention == "centers"
+
+    @torch.no_grad()
+    def decode_into(self, source: Source, encoded: EncodedSource, target: FlameSequence) -> np.ndarray:
+        """Frame 0 of ``target`` generated and put into the source photo: composited there in one
+        resampling of the photo when ``composites_in_frame``, else ``compose(decode(...))``."""
+        if not self.composites_in_frame:
+            return self.compose(source, self.decode(encoded, target, [0]))[0]
+        out = self._decode(encoded, target, [0])
+        with self.timings.stage("compose"):
+            return composite_in_frame(self._plan(source.image.shape, source.box, self.size), source.image, out,
+                                      self.cfg.detail_transfer)
 
     def _image(self, encoded: EncodedSource, out: GeneratorOutput) -> np.ndarray:
         """The decoder's output as uint8 crops: its image, or composited at the detail resolution."""
@@ -290,12 +311,15 @@ class Animator:
 
     def _paste(self, frame: np.ndarray, crop: np.ndarray, box: CropBox) -> np.ndarray:
         """``paste_back``, its plan kept for the next frames of the same size and box (a video's, a stream's)."""
-        key = (frame.shape[:2], box, crop.shape[0])
+        return self._plan(frame.shape, box, crop.shape[0])(frame, crop)
+
+    def _plan(self, shape: tuple[int, ...], box: CropBox, n: int) -> PasteBack:
+        key = (shape[:2], box, n)
         if key not in self._pastes:
             if len(self._pastes) >= PASTE_PLANS:
                 self._pastes.pop(next(iter(self._pastes)))
-            self._pastes[key] = PasteBack(frame.shape, box, crop.shape[0])
-        return self._pastes[key](frame, crop)
+            self._pastes[key] = PasteBack(shape, box, n)
+        return self._pastes[key]
 
     # -- whole jobs ----------------------------------------------------------------------------
     def animate(self, source_image: np.ndarray, driving_frames: Sequence[np.ndarray], fps: float = 25.0,
@@ -392,6 +416,45 @@ class Animator:
         """``animate_fit`` a batch at a time: (frames, crops), so a long sweep is never held whole."""
         for crops in self.generate_batches(source, target):
             yield self.compose(source, crops), crops
+
+
+@torch.no_grad()
+def composite_in_frame(plan: PasteBack, frame: np.ndarray, out: GeneratorOutput, transfer: float = 1.0) -> np.ndarray:
+    """An alpha-blending generator's one-frame result ("centers" warps) composited straight into
+    ``frame``, the source photo whose box ``plan`` pastes into, the photo resampled once.
+
+    At each frame pixel of the box, the network's image, alpha, final flow and warped source are
+    read at its place in the crop, and the photo where the flow sends it: ``composite_at`` at the
+    photo's own resolution without its crop, warp and paste-back resamplings (each bilinear
+    resampling blurs). Where alpha is high, ``transfer`` times the warped photo's detail finer than
+    the network's pixels (the warped photo less the network's own warped source) is added."""
+    if plan.grid is None:
+        return frame.copy()
+    dev = out.alpha.device
+    grid = plan.grid.to(dev)  # (1, h, w, 2): the box's frame pixels in the crop's coordinates
+    maps = torch.cat([out.out_img, out.alpha, out.flows["x1"], out.warp_img_s], 1)[:1].float()
+    image, alpha, flow, coarse = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border",
+                                               align_corners=False)[0].split([3, 1, 2, 3])
+    scale, offset = (t.to(dev) for t in plan.to_frame)  # crop coordinates to the frame's (-1..1)
+    size = torch.tensor([frame.shape[1], frame.shape[0]], device=dev)
+    # the part of the photo the flow reaches (pixels, clamped to the photo), bounded by the grid's and the flow's extremes
+    reach = [(g + f) * scale + offset for g, f in zip(plan.grid_extent, flow.flatten(1).aminmax(dim=1))]
+    lo = ((reach[0] + 1) * size / 2 - 1).floor().clamp_min(0).long()
+    hi = torch.minimum(((reach[1] + 1) * size / 2 + 1).ceil().long(), size.long())
+    lo = torch.minimum(lo, hi - 1)
+    x0, y0, x1, y1 = (*lo.tolist(), *hi.tolist())
+    part = torch.from_numpy(np.ascontiguousarray(frame[y0:y1, x0:x1])).to(dev).permute(2, 0, 1)[None].float() / 255
+    # grid + flow (crop coordinates) to the part's own -1..1, one affine map
+    a = scale * size / (hi - lo)
+    b = ((offset + 1) * size / 2 - lo) / (hi - lo) * 2 - 1
+    where = torch.addcmul(b, grid[0] + flow.permute(1, 2, 0), a)
+    warped = F.grid_sample(part, where[None], mode="bilinear", padding_mode="border", align_corners=False)[0]
+    # image * alpha + warped * (1 - alpha) + transfer * alpha * (warped - coarse)
+    paint = image - transfer * coarse
+    if transfer != 1.0:
+        paint += (transfer - 1) * warped
+    result = torch.addcmul(warped, alpha, paint)
+    return plan.blend(frame, (result.clamp_(0, 1) * 255).permute(1, 2, 0).cpu())
 
 
 def source_from_fit(image: np.ndarray, fit: FlameSequence) -> Source:

@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from gdpw.common.config import validate
-from gdpw.common.errors import ConfigError, NoFaceError, VideoError
+from gdpw.common.errors import NoFaceError, VideoError
 from gdpw.flame import FlameSequence
 
 from .animator import Animator, transfer_motion
@@ -39,12 +39,9 @@ class LiveConfig:
     iterations: int | None = None  # L-BFGS steps per camera frame: from the previous frame's fit (default 30), or from the FLAME regressor's output (default 0)
     tracking: Literal["fitting", "regressor"] = "regressor"  # each frame read by the head's FLAME regressor and solved on its landmarks (2x lower latency, as close on real faces: docs/real_follow.md; fitting when the head has none), or fitted to landmarks from the previous frame
 
-    detail_scale: float = 1.0  # the source crop warped at this many times its size in the portrait (AnimateConfig.detail): 1 as shown; 2 as gdpw animate, sharper (real faces 0.67 against 0.52 of the portrait's) for 8 ms more a frame (docs/benchmarks.md)
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.detail_scale <= 0:
-            raise ConfigError(f"detail_scale must be positive, got {self.detail_scale}")
 
 
 @dataclass
@@ -87,7 +84,7 @@ class LiveSession:
         self.animator = animator
         self.cfg = cfg or LiveConfig()
         self.source = animator.prepare_source(np.ascontiguousarray(portrait[..., :3]))
-        self.encoded = animator.encode(self.source, self.cfg.detail_scale)
+        self.encoded = animator.encode(self.source)
         self.tracker = animator.tracker.stream(self.cfg.iterations, self.cfg.tracking == "regressor")
         self.stats = LiveStats()
         self._last = self.source.image if animator.cfg.paste_back else self.source.crop
@@ -111,7 +108,7 @@ class LiveSession:
         assert self.tracker.reference is not None
         target = transfer_motion(self.source.fit, FlameSequence.cat([self.tracker.reference, fit]), "relative",
                                  self.animator.flame.lid_components).select([1])
-        self._last = self.animator.compose(self.source, self.animator.decode(self.encoded, target, [0]))[0]
+        self._last = self.animator.decode_into(self.source, self.encoded, target)
         now = time.perf_counter()
         self._shown = [t for t in self._shown if now - t < 1.0] + [now]
         self.stats.frames += 1
