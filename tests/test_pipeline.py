@@ -770,12 +770,19 @@ def test_detail_keeps_the_photo_sharp(astronaut: Path) -> None:
     from PIL import Image
 
     image = np.asarray(Image.open(astronaut))
-    crops = {}
+    crops, frames = {}, {}
     for detail in (0, 512, 4096):
         with Animator(AnimateConfig(detail=detail)) as animator:
             source = animator.prepare_source(image)
-            crops[detail] = animator.animate_fit(source, source.fit).crops[0]
+            result = animator.animate_fit(source, source.fit)
+            crops[detail], frames[detail] = result.crops[0], result.frames[0]
             size = animator.size
+            if detail == 4096:  # the frame: composited in the photo, not its crop pasted back
+                assert animator.composites_in_frame
+                pasted = animator.compose(source, result.crops)[0]
+                # a consumer of the frames alone (gdpw animate) gets the same frames, no crops made
+                (alone, no_crops), = list(animator.animate_fit_stream(source, source.fit, crops=False))
+                assert no_crops is None and np.array_equal(alone, result.frames)
     side = round(2 * source.box.size)  # twice the face's box in the photo
     assert crops[0].shape == (size, size, 3) and crops[512].shape[0] == min(512, side) and crops[4096].shape[0] == side
 
@@ -786,3 +793,15 @@ def test_detail_keeps_the_photo_sharp(astronaut: Path) -> None:
     print(f"sharpness (Laplacian variance at {2 * size} px): {laplacian_var(crops[0]):.1f} without detail, "
           f"{laplacian_var(crops[512]):.1f} with")
     assert laplacian_var(crops[512]) > 2 * laplacian_var(crops[0])
+    # in the photo, at its own resolution: composited in it (one resampling) is as the crop pasted back, but sharper
+    y0, x0 = max(0, int(source.box.y0)), max(0, int(source.box.x0))
+    face = (slice(y0, int(source.box.y0 + source.box.size)), slice(x0, int(source.box.x0 + source.box.size)))
+
+    def photo_var(frame: np.ndarray) -> float:
+        g = frame[face].astype(float).mean(-1)
+        return float((g[1:-1, 2:] + g[1:-1, :-2] + g[2:, 1:-1] + g[:-2, 1:-1] - 4 * g[1:-1, 1:-1]).var())
+
+    diff = np.abs(frames[4096].astype(float) - pasted).mean()
+    print(f"in the photo: composited {photo_var(frames[4096]):.1f}, crop pasted back {photo_var(pasted):.1f}, "
+          f"mean |difference| {diff:.2f}")
+    assert photo_var(frames[4096]) > 1.1 * photo_var(pasted) and diff < 2.0

@@ -241,10 +241,10 @@ def _animate_one(animator, image: np.ndarray, out: Path, args: argparse.Namespac
     from gdpw.data.video import write_video
 
     if motion_file is not None:
-        batches = animator.animate_motion_stream(image, motion_file, motion=args.motion, all_faces=args.all_faces)
+        batches = animator.animate_motion_stream(image, motion_file, motion=args.motion, all_faces=args.all_faces, crops=False)
     else:
         batches = animator.animate_stream(image, list(driving), fps=fps, motion=args.motion,
-                                          side_by_side=args.side_by_side, all_faces=args.all_faces)
+                                          side_by_side=args.side_by_side, all_faces=args.all_faces, crops=False)
     if _is_image(out):
         frames, _ = next(iter(batches))
         _save_image(frames, out)
@@ -337,7 +337,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
         if swept is not None:
             name, start, stop, steps = swept
             target = sweep(source.fit, spec, name, start, stop, steps, animator.recipe)
-            batches = animator.animate_fit_stream(source, target)
+            batches = animator.animate_fit_stream(source, target, crops=False)
             n = write_video(out, (frame for frames, _ in batches for frame in frames), args.fps)
             print(f"wrote {out}: {n}-frame {name} sweep")
         else:

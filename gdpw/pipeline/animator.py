@@ -209,6 +209,7 @@ class Animator:
         with self.timings.stage("generate"):
             return self._image(encoded, out)
 
+    @torch.no_grad()
     def _decode(self, encoded: EncodedSource, target: FlameSequence, idx: Sequence[int]) -> GeneratorOutput:
         with self.timings.stage("render"):
             verts_d = target.image_vertices(self.flame, list(idx))
@@ -231,8 +232,12 @@ class Animator:
             return self.compose(source, self.decode(encoded, target, [0]))[0]
         out = self._decode(encoded, target, [0])
         with self.timings.stage("compose"):
-            return composite_in_frame(self._plan(source.image.shape, source.box, self.size), source.image, out,
-                                      self.cfg.detail_transfer)
+            return self._composite(source, out, 0, source.image)
+
+    def _composite(self, source: Source, out: GeneratorOutput, index: int, into: np.ndarray) -> np.ndarray:
+        """Frame ``index`` of ``out`` composited in ``source``'s photo, blended into ``into`` (the photo, or a frame with other faces in)."""
+        plan = self._plan(source.image.shape, source.box, self.size)
+        return composite_in_frame(plan, source.image, out, self.cfg.detail_transfer, index, into)
 
     def _image(self, encoded: EncodedSource, out: GeneratorOutput) -> np.ndarray:
         """The decoder's output as uint8 crops: its image, or composited at the detail resolution."""
@@ -249,18 +254,30 @@ class Animator:
 
     def generate_batches(self, source: Source, target: FlameSequence) -> Iterator[np.ndarray]:
         """``generate``, a batch of crops at a time (the source encoded once)."""
+        for crops, _ in self._generated(source, target):
+            assert crops is not None
+            yield crops
+
+    def _generated(self, source: Source, target: FlameSequence,
+                   crops: bool = True) -> Iterator[tuple[np.ndarray | None, GeneratorOutput]]:
+        """Per batch of ``target``'s frames: the crops and the decoder's output they were made from
+        (without ``crops``, None for the crops when ``composites_in_frame``: the frames need only the output)."""
         encoded = self.encode(source)
-        batches = self._batches(len(target))
         graphed = self.capture(encoded)
-        if graphed is None:
-            for idx in batches:
-                yield self.decode(encoded, target, idx)
-            return
-        for idx in batches:
-            with self.timings.stage("render"):
-                verts_d = target.image_vertices(self.flame, idx)
+        for idx in self._batches(len(target)):
+            if graphed is None:
+                out = self._decode(encoded, target, idx)
+            else:
+                with self.timings.stage("render"):
+                    verts_d = target.image_vertices(self.flame, idx)
+                with self.timings.stage("generate"), torch.no_grad():
+                    out = graphed(verts_d)
+            if not crops and self.composites_in_frame:
+                yield None, out
+                continue
             with self.timings.stage("generate"), torch.no_grad():
-                yield self._image(encoded, graphed(verts_d))
+                image = self._image(encoded, out)
+            yield image, out  # outside the stage: the consumer's time is its own
 
     def capture(self, encoded: EncodedSource) -> GraphedDecode | None:
         """Render + decode for this source captured as one CUDA graph, or None to run them eagerly:
@@ -289,19 +306,36 @@ class Animator:
         """Frame indices 0..n-1 in batches of ``batch_size``."""
         return [list(range(s, min(n, s + self.cfg.batch_size))) for s in range(0, n, self.cfg.batch_size)]
 
-    def compose(self, source: Source | Sequence[Source], crops: np.ndarray, driving: Sequence[np.ndarray] | None = None,
-                side_by_side: bool = False, others: Sequence[tuple[Source, np.ndarray]] = ()) -> np.ndarray:
+    def compose(self, source: Source | Sequence[Source], crops: np.ndarray | None, driving: Sequence[np.ndarray] | None = None,
+                side_by_side: bool = False, others: Sequence[tuple[Source, np.ndarray]] = (),
+                outputs: Sequence[GeneratorOutput] | None = None) -> np.ndarray:
         """Final frames: pasted back into the source frame (or the crops), optionally source | driving |
         result. ``source``: one, or one per frame (a source video). ``others``: more faces of the same
-        frame with their crops, pasted back too."""
+        frame with their crops, pasted back too. ``outputs``: the decoder's outputs the crops were
+        made from (the first face's, then the others'): with them, when ``composites_in_frame``,
+        each face is composited in the photo (``composite_in_frame``: one resampling, sharper)
+        instead of its crop pasted back (``crops`` may then be None)."""
+        fused = outputs is not None and self.composites_in_frame and isinstance(source, Source)
+        if crops is None and not fused:
+            raise ValueError("compose needs the crops unless it composites the outputs in the photo")
+        n = outputs[0].alpha.shape[0] if crops is None and outputs is not None else len(crops)  # type: ignore[arg-type]
         frames = []
         with self.timings.stage("compose"):
-            for i, c in enumerate(crops):
+            for i in range(n):
                 src = source if isinstance(source, Source) else source[i]
-                main = self._paste(src.image, c, src.box) if self.cfg.paste_back else c
-                if self.cfg.paste_back:
+                if fused:
+                    assert outputs is not None
+                    main = self._composite(src, outputs[0], i, src.image)
+                    for k, (other, _) in enumerate(others, 1):
+                        main = self._composite(other, outputs[k], i, main)
+                elif self.cfg.paste_back:
+                    assert crops is not None
+                    main = self._paste(src.image, crops[i], src.box)
                     for other, other_crops in others:
                         main = self._paste(main, other_crops[i], other.box)
+                else:
+                    assert crops is not None
+                    main = crops[i]
                 if side_by_side:
                     h = main.shape[0]
                     panels = [resize_to_height(src.image, h), resize_to_height(driving[i], h) if driving is not None else None, main]
@@ -330,14 +364,16 @@ class Animator:
         return self._collect(self.animate_stream(source_image, driving_frames, fps, motion, side_by_side, all_faces))
 
     def animate_stream(self, source_image: np.ndarray, driving_frames: Sequence[np.ndarray], fps: float = 25.0,
-                       motion: Motion | None = None, side_by_side: bool = False,
-                       all_faces: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                       motion: Motion | None = None, side_by_side: bool = False, all_faces: bool = False,
+                       crops: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """``animate`` a batch at a time: (frames, crops) per batch, for consumers that overlap
-        their work (writing the video) with the generation (``gdpw.common.background.Background``)."""
+        their work (writing the video) with the generation (``gdpw.common.background.Background``).
+        Without ``crops``, a consumer of the frames alone: the crops are None where the frames do not
+        need them (``composites_in_frame``), which saves their making (at twice the face's size in the photo)."""
         self.timings.clear()
         sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
         driving = self.track_driving(driving_frames, fps)
-        yield from self.drive_stream(sources, driving.params, motion, driving_frames, side_by_side)
+        yield from self.drive_stream(sources, driving.params, motion, driving_frames, side_by_side, crops)
 
     def animate_motion(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None,
                        all_faces: bool = False) -> AnimationResult:
@@ -345,15 +381,15 @@ class Animator:
         return self._collect(self.animate_motion_stream(source_image, motion_file, motion, all_faces))
 
     def animate_motion_stream(self, source_image: np.ndarray, motion_file: MotionFile, motion: Motion | None = None,
-                              all_faces: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``animate_motion`` a batch at a time (see ``animate_stream``)."""
+                              all_faces: bool = False, crops: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """``animate_motion`` a batch at a time (see ``animate_stream``, and its ``crops``)."""
         self.timings.clear()
         motion = motion or self.default_motion
         if motion == "absolute" and motion_file.recipe != self.recipe:
             raise ConfigError(f"the motion was fitted in {motion_file.recipe}-recipe crops but this checkpoint uses the "
                               f"{self.recipe} recipe: absolute motion would misplace the head (relative motion works)")
         sources = self.prepare_sources(source_image) if all_faces else [self.prepare_source(source_image)]
-        yield from self.drive_stream(sources, motion_file.params, motion)
+        yield from self.drive_stream(sources, motion_file.params, motion, crops=crops)
 
     def animate_video(self, source_frames: Sequence[np.ndarray], fps: float, driving: FlameSequence,
                       motion: Motion | None = None, keep_source_pose: bool = False,
@@ -392,47 +428,55 @@ class Animator:
         return self._collect(self.drive_stream(sources, driving, motion, driving_frames, side_by_side))
 
     def drive_stream(self, sources: Sequence[Source], driving: FlameSequence, motion: Motion | None = None,
-                     driving_frames: Sequence[np.ndarray] | None = None,
-                     side_by_side: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``drive`` a batch at a time: (composed frames, the first face's crops) per batch."""
+                     driving_frames: Sequence[np.ndarray] | None = None, side_by_side: bool = False,
+                     crops: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """``drive`` a batch at a time: (composed frames, the first face's crops) per batch (``crops``: as ``animate_stream``'s)."""
         motion = motion or self.default_motion
-        streams = [self.generate_batches(s, transfer_motion(s.fit, driving, motion, self.flame.lid_components)) for s in sources]
+        streams = [self._generated(s, transfer_motion(s.fit, driving, motion, self.flame.lid_components), crops) for s in sources]
         start = 0
-        for crops in zip(*streams):
-            n = len(crops[0])
+        for batch in zip(*streams):
+            made, outs = [c for c, _ in batch], [o for _, o in batch]
+            n = outs[0].alpha.shape[0]
             shown = None if driving_frames is None else driving_frames[start : start + n]
-            yield self.compose(sources[0], crops[0], shown, side_by_side, others=list(zip(sources[1:], crops[1:]))), crops[0]
+            others = [(s, c) for s, c in zip(sources[1:], made[1:])]
+            yield self.compose(sources[0], made[0], shown, side_by_side, others, outs), made[0]  # type: ignore[arg-type]
             start += n
 
-    def _collect(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> AnimationResult:
+    def _collect(self, batches: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> AnimationResult:
         parts = list(batches)
-        return AnimationResult(np.concatenate([f for f, _ in parts]), np.concatenate([c for _, c in parts]), dict(self.timings))
+        crops = [c for _, c in parts if c is not None]
+        assert len(crops) == len(parts), "a collected animation keeps its crops"
+        return AnimationResult(np.concatenate([f for f, _ in parts]), np.concatenate(crops), dict(self.timings))
 
     def animate_fit(self, source: Source, target: FlameSequence) -> AnimationResult:
         """Drive a prepared source with explicit FLAME parameters (edits, sweeps, the demo)."""
         return self._collect(self.animate_fit_stream(source, target))
 
-    def animate_fit_stream(self, source: Source, target: FlameSequence) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``animate_fit`` a batch at a time: (frames, crops), so a long sweep is never held whole."""
-        for crops in self.generate_batches(source, target):
-            yield self.compose(source, crops), crops
+    def animate_fit_stream(self, source: Source, target: FlameSequence,
+                           crops: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """``animate_fit`` a batch at a time: (frames, crops), so a long sweep is never held whole (``crops``: as ``animate_stream``'s)."""
+        for made, out in self._generated(source, target, crops):
+            yield self.compose(source, made, outputs=[out]), made
 
 
 @torch.no_grad()
-def composite_in_frame(plan: PasteBack, frame: np.ndarray, out: GeneratorOutput, transfer: float = 1.0) -> np.ndarray:
-    """An alpha-blending generator's one-frame result ("centers" warps) composited straight into
-    ``frame``, the source photo whose box ``plan`` pastes into, the photo resampled once.
+def composite_in_frame(plan: PasteBack, frame: np.ndarray, out: GeneratorOutput, transfer: float = 1.0, index: int = 0,
+                       into: np.ndarray | None = None) -> np.ndarray:
+    """An alpha-blending generator's result ("centers" warps; frame ``index`` of ``out``)
+    composited straight into ``frame``, the source photo whose box ``plan`` pastes into, the photo
+    resampled once; blended into ``into`` instead when given (a frame with other faces already in).
 
     At each frame pixel of the box, the network's image, alpha, final flow and warped source are
     read at its place in the crop, and the photo where the flow sends it: ``composite_at`` at the
     photo's own resolution without its crop, warp and paste-back resamplings (each bilinear
     resampling blurs). Where alpha is high, ``transfer`` times the warped photo's detail finer than
     the network's pixels (the warped photo less the network's own warped source) is added."""
+    into = frame if into is None else into
     if plan.grid is None:
-        return frame.copy()
+        return into.copy()
     dev = out.alpha.device
     grid = plan.grid.to(dev)  # (1, h, w, 2): the box's frame pixels in the crop's coordinates
-    maps = torch.cat([out.out_img, out.alpha, out.flows["x1"], out.warp_img_s], 1)[:1].float()
+    maps = torch.cat([out.out_img, out.alpha, out.flows["x1"], out.warp_img_s], 1)[index : index + 1].float()
     image, alpha, flow, coarse = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border",
                                                align_corners=False)[0].split([3, 1, 2, 3])
     scale, offset = (t.to(dev) for t in plan.to_frame)  # crop coordinates to the frame's (-1..1)
@@ -454,7 +498,7 @@ def composite_in_frame(plan: PasteBack, frame: np.ndarray, out: GeneratorOutput,
     if transfer != 1.0:
         paint += (transfer - 1) * warped
     result = torch.addcmul(warped, alpha, paint)
-    return plan.blend(frame, (result.clamp_(0, 1) * 255).permute(1, 2, 0).cpu())
+    return plan.blend(into, (result.clamp_(0, 1) * 255).permute(1, 2, 0).cpu())
 
 
 def source_from_fit(image: np.ndarray, fit: FlameSequence) -> Source:
