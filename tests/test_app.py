@@ -139,7 +139,11 @@ def test_live_tab_follows_a_fake_camera_in_chromium(tmp_path: Path, monkeypatch:
                 if img is not None and img.get_attribute("src"):
                     results.add(img.get_attribute("src") or "")
                 time.sleep(0.3)
-            stats = page.inner_text("#live-stats")
+            # each result shows the server's line first, then the page appends its own figure: read a settled line
+            stats, settle = page.inner_text("#live-stats"), time.time() + 15
+            while " · page " not in stats and time.time() < settle:
+                time.sleep(0.05)
+                stats = page.inner_text("#live-stats")
             page.screenshot(path=str(ARTIFACTS / "app_live.png"), full_page=True)
             browser.close()
     finally:
