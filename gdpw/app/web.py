@@ -132,14 +132,16 @@ def run_animation(state: AppState, source: np.ndarray, driving: str | None, moti
         clip = load_motion(motion_file, animator.flame)
         cut, fps = len(clip.params) > MAX_FRAMES, clip.fps
         clip.params = clip.params.select(slice(0, MAX_FRAMES))
-        result = animator.animate_motion(image, clip, motion=mode)  # type: ignore[arg-type]
-        write_video(out, result.frames, clip.fps)
+        batches = animator.animate_motion_stream(image, clip, motion=mode, crops=False)  # type: ignore[arg-type]
+        write_video(out, (frame for batch, _ in batches for frame in batch), clip.fps)
     else:
         assert driving is not None
         frames, info = read_video(driving, max_frames=MAX_FRAMES + 1)
         cut, fps, frames = len(frames) > MAX_FRAMES, info.fps, frames[:MAX_FRAMES]
-        result = animator.animate(image, list(frames), fps=info.fps, motion=mode, side_by_side=side_by_side)  # type: ignore[arg-type]
-        write_video(out, result.frames, info.fps, audio_from=driving if info.has_audio else None)
+        batches = animator.animate_stream(image, list(frames), fps=info.fps, motion=mode, side_by_side=side_by_side,  # type: ignore[arg-type]
+                                          crops=False)  # the frames alone: no crops made
+        write_video(out, (frame for batch, _ in batches for frame in batch), info.fps,
+                    audio_from=driving if info.has_audio else None)
     note = f"The driver was cut to its first {MAX_FRAMES} frames ({MAX_FRAMES / fps:.1f} s); gdpw animate has no limit." if cut else None
     return out, note
 
