@@ -211,3 +211,7 @@ def test_offline_tracking_by_the_regressor_follows_a_head_turn_and_jaw_openings(
                  "--workers", "1"]) == 0
     assert "fitting landmarks instead" not in capsys.readouterr().err
     assert np.load(tmp_path / "ds" / "clips" / "id001__vid01__00001.npz")["expression"].shape[0] == 8
+    # without a usable regressor: said once (by the preflight, not again by the workers), landmarks fitted
+    assert main(["preprocess", str(tmp_path / "vox"), "-o", str(tmp_path / "ds2"), "--size", "64", "--fitter", "regressor",
+                 "--regressor", str(tmp_path / "none.npz"), "--workers", "1"]) == 0
+    assert capsys.readouterr().err.count("fitting landmarks instead") == 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -145,8 +145,8 @@ def preprocess(src: str | os.PathLike[str], out: str | os.PathLike[str], cfg: Pr
         errors = [f"{i.video}: {reasons.get(str(i.video), 'not processed by any shard yet')}"
                   for i in job.items if not i.shard.exists()]
     else:
-        num_verts = _preflight(cfg)
-        outcomes = run_job(job, runner, progress)
+        num_verts, cfg = _preflight(cfg)
+        outcomes = run_job(replace(job, setup=partial(load_worker, cfg)), runner, progress)  # as the preflight found usable
         for o in outcomes:  # what a killed worker left of a clip written since (or before)
             if o.ok:
                 remove_partial(o.item.shard)
@@ -212,13 +212,14 @@ def _check_size(out: Path, size: int) -> None:
         raise UsageError(f"{out} holds {found}-pixel clips; use --size {found} to resume it, or another -o for {size}-pixel clips")
 
 
-def _preflight(cfg: PreprocessConfig) -> int:
+def _preflight(cfg: PreprocessConfig) -> tuple[int, PreprocessConfig]:
     """Fail before the first video for what would fail on every one (no landmark embedding, no
-    DECA model); the FLAME model's vertex count."""
+    DECA model); the FLAME model's vertex count, and the config the workers use: with a missing or
+    unusable regressor (said in one line, here), landmark fitting."""
     flame = cfg.head.load()
     with FaceTracker(flame, cfg.track, regressor=cfg.head.regressor_path()) as tracker:
         if cfg.track.fitter != "deca":
             _ = tracker.fitter
-        if cfg.track.fitter == "regressor":
-            _ = tracker.regressor  # a missing or unusable one said once, here, before the workers fit landmarks instead
-    return flame.num_verts
+        if cfg.track.fitter == "regressor" and tracker.regressor is None:
+            cfg = replace(cfg, track=replace(cfg.track, fitter="landmarks"))
+    return flame.num_verts, cfg
