@@ -137,7 +137,6 @@ class PasteBack:
         u = (torch.arange(cx0, cx1, dtype=torch.float64) + 0.5 - box.x0) / box.size
         v = (torch.arange(cy0, cy1, dtype=torch.float64) + 0.5 - box.y0) / box.size
         self.grid = torch.stack(torch.broadcast_tensors(2 * u[None, :] - 1, 2 * v[:, None] - 1), -1)[None].float()
-        self.grid_extent = (self.grid[0, 0, 0], self.grid[0, -1, -1])  # its least and greatest x and y
         edge = torch.minimum(torch.minimum(u, 1 - u)[None, :], torch.minimum(v, 1 - v)[:, None])
         self.alpha = (edge / feather).clamp(0, 1).float()[..., None]
         # the patch's coordinates (-1..1 over the box) as the frame's: x_frame = scale * x_patch + offset

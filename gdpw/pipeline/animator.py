@@ -438,7 +438,7 @@ class Animator:
             made, outs = [c for c, _ in batch], [o for _, o in batch]
             n = outs[0].alpha.shape[0]
             shown = None if driving_frames is None else driving_frames[start : start + n]
-            others = [(s, c) for s, c in zip(sources[1:], made[1:])]
+            others = list(zip(sources[1:], made[1:]))
             yield self.compose(sources[0], made[0], shown, side_by_side, others, outs), made[0]  # type: ignore[arg-type]
             start += n
 
@@ -482,7 +482,8 @@ def composite_in_frame(plan: PasteBack, frame: np.ndarray, out: GeneratorOutput,
     scale, offset = (t.to(dev) for t in plan.to_frame)  # crop coordinates to the frame's (-1..1)
     size = torch.tensor([frame.shape[1], frame.shape[0]], device=dev)
     # the part of the photo the flow reaches (pixels, clamped to the photo), bounded by the grid's and the flow's extremes
-    reach = [(g + f) * scale + offset for g, f in zip(plan.grid_extent, flow.flatten(1).aminmax(dim=1))]
+    corners = (grid[0, 0, 0], grid[0, -1, -1])  # the grid's least and greatest x and y
+    reach = [(g + f) * scale + offset for g, f in zip(corners, flow.flatten(1).aminmax(dim=1))]
     lo = ((reach[0] + 1) * size / 2 - 1).floor().clamp_min(0).long()
     hi = torch.minimum(((reach[1] + 1) * size / 2 + 1).ceil().long(), size.long())
     lo = torch.minimum(lo, hi - 1)
