@@ -60,7 +60,7 @@ def run(device: str, tracking: str, portrait: np.ndarray, video: Path, args: arg
     span = shown_at[-1] - shown_at[1] if len(shown_at) > 2 else float("nan")
     fps = (len(shown_at) - 2) / span if len(shown_at) > 2 else float("nan")
     per_frame = {k: v / max(1, len(shown) - 1) * 1000 for k, v in animator.timings.items()}
-    stages = " ".join(f"{k} {v:.0f}" for k, v in per_frame.items())
+    stages = " ".join(f"{k} {v:.1f}" for k, v in per_frame.items())
     print(f"{device:5s} {tracking:9s} latency median {np.median(lat):6.0f} ms  p90 {np.percentile(lat, 90):6.0f} ms | "
           f"shown {fps:5.1f} fps = {fps / camera.fps:.2f}x the camera's {camera.fps:.0f} | "
           f"dropped {session.stats.dropped / max(1, camera.captured):.0%} of {camera.captured} | "

@@ -30,6 +30,21 @@ def test_frechet_distance_known_answers() -> None:
     assert frechet_distance(torch.randn(20000, 3, generator=g), 2 * torch.randn(20000, 3, generator=g)) == pytest.approx(3.0, abs=0.2)
 
 
+@pytest.mark.parametrize("n, m", [(12, 9), (40, 40), (41, 60)])
+def test_frechet_distance_equals_scipy_sqrtm_with_few_or_many_samples(n: int, m: int) -> None:
+    """pytorch-fid's formula (scipy's sqrtm of the covariances' product) on 40 features: fewer samples
+    than features (the cross-Gram path), as many, and more (the covariance path)."""
+    from scipy import linalg
+
+    g = torch.Generator().manual_seed(n * m)
+    a = torch.randn(n, 40, generator=g, dtype=torch.float64) @ torch.randn(40, 40, generator=g, dtype=torch.float64)
+    b = 0.5 + torch.randn(m, 40, generator=g, dtype=torch.float64) * torch.linspace(0.2, 2.0, 40, dtype=torch.float64)
+    cov_a, cov_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    want = ((a.mean(0) - b.mean(0)) ** 2).sum().item() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(root)
+    assert frechet_distance(a, b) == pytest.approx(want, rel=1e-6)
+
+
 REFERENCE = Path(__file__).parent / "data" / "metric_reference.pt"  # made by tests/metric_reference.py
 U = 2.0**-24
 

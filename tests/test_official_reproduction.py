@@ -108,7 +108,8 @@ def test_downsample_equals_full_blur_then_slicing(scale: float, size: tuple[int,
 
     down = AntiAliasDownsample(3, scale)
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0))
-    padded = torch.nn.functional.pad(x, (down.pad_lo, down.pad_hi, down.pad_lo, down.pad_hi))
+    pad = down.weight.shape[-1] // 2  # the README's zero padding: half the (odd) kernel on every side
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     full = torch.nn.functional.conv2d(padded, down.weight, groups=3)
     assert full.shape[2:] == x.shape[2:]
     _close("downsample", down(x), full[:, :, :: down.stride, :: down.stride])

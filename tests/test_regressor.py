@@ -50,10 +50,11 @@ def test_shipped_regressor_recovers_parameters_of_unseen_heads(flame: FLAME, reg
         params["neck_pose"][:] = 0.0
         rendered = render_clip(flame, cfg, clip, 0, motion=(params, camera))
         read = [(t, faces[0]) for t, faces in enumerate(_read(rendered.images)) if faces]
-        ref, reference = read[0][1], rendered.params.select([read[0][0]])
+        reference = rendered.params.select([read[0][0]])
+        ref = regressor.reference(read[0][1], box, reference)
         for t, face in read[1:]:
-            got.append(regressor.predict(face, box, ref, box, reference))
-            turned.append(regressor.head_rotation(face, ref, reference))
+            got.append(regressor.predict(face, box, ref))
+            turned.append(regressor.head_rotation(face, ref))
             unturned.append(reference.global_pose)
             truth.append(rendered.params.select([t]))
     assert len(got) >= 36

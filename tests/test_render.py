@@ -265,6 +265,8 @@ def test_static_path_gives_the_same_fragments_and_maps_without_waiting_on_the_de
         assert torch.equal(x, y)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
     assert bool(rasterize(vd, faces, size, static=True, capacity=500).overflow)
+    static_pass = render_driving(vs, vd, faces, size, static=True)  # the driving pass itself rasterised the static way
+    assert static_pass.overflow is not None and not bool(static_pass.overflow)
 
     def static_maps(vs: torch.Tensor, vd: torch.Tensor) -> torch.Tensor:
         return render_guidance(vs, vd, faces, (32, 32), embeds.detach(), antialias=True, static=True).codes_d

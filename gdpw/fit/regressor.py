@@ -16,7 +16,8 @@ centred and divided by their RMS radius, and the camera is predicted relative to
 and output are in any crop's NDC.
 
     regressor = FlameRegressor.from_file(path, flame)
-    fit = regressor.predict(face, box, reference_face, reference_box, reference_fit)   # one frame
+    ref = regressor.reference(reference_face, reference_box, reference_fit)   # once per stream
+    fit = regressor.predict(face, box, ref)                                   # one frame
 
 The file is an ``.npz`` of plain arrays (no pickles) with the network, its normalisation, the
 blendshape names, a fingerprint of the head model it was made for and its held-out accuracy.
@@ -120,12 +121,14 @@ def pair_target(target: torch.Tensor, ref: torch.Tensor, n_expression: int) -> t
     return torch.cat([delta[:, : g.start], matrix_to_axis_angle(rel), delta[:, g.stop :]], 1)
 
 
-def apply_motion(delta: torch.Tensor, ref: torch.Tensor, n_expression: int) -> torch.Tensor:
-    """``pair_target``'s inverse: the parameters ``delta`` moved from ``ref``."""
+def apply_motion(delta: torch.Tensor, ref: torch.Tensor, n_expression: int, head: torch.Tensor | None = None) -> torch.Tensor:
+    """``pair_target``'s inverse: the parameters ``delta`` moved from ``ref``; ``head`` (N, 3)
+    given is the head pose instead of ``ref``'s turned by ``delta``'s."""
     g = _head(n_expression)
     out = ref + delta
-    rot = batch_rodrigues(delta[:, g]) @ batch_rodrigues(ref[:, g])
-    return torch.cat([out[:, : g.start], matrix_to_axis_angle(rot), out[:, g.stop :]], 1)
+    if head is None:
+        head = matrix_to_axis_angle(batch_rodrigues(delta[:, g]) @ batch_rodrigues(ref[:, g]))
+    return torch.cat([out[:, : g.start], head, out[:, g.stop :]], 1)
 
 
 class RegressorNet(nn.Module):
@@ -138,6 +141,18 @@ class RegressorNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A reference frame made ready for reading frames against it (``FlameRegressor.reference``):
+    what ``predict`` needs of it every frame, computed once."""
+
+    fit: FlameSequence  # its one-frame fit (camera in its box's NDC)
+    features: torch.Tensor  # (1, D) its ``face_features``
+    outputs: torch.Tensor  # (1, K) its fit as the network's outputs (``FlameRegressor.join``)
+    rotation: np.ndarray  # (3, 3) its ``face_rotation``
+    pose: torch.Tensor  # (1, 3, 3) its fit's head rotation
 
 
 @dataclass
@@ -177,25 +192,32 @@ class FlameRegressor:
         return torch.cat([fit.expression, fit.jaw_pose, fit.eye_pose, fit.global_pose, torch.from_numpy(cam).float()], 1)
 
     @torch.no_grad()
-    def predict(self, face: FaceLandmarks, box: CropBox, ref_face: FaceLandmarks, ref_box: CropBox,
-                reference: FlameSequence) -> FlameSequence:
-        """``face``'s one-frame fit (camera in ``box``'s NDC): ``reference`` (the fit of ``ref_face``,
-        camera in ``ref_box``'s NDC; its shape kept) moved as the network reads the two faces."""
+    def reference(self, face: FaceLandmarks, box: CropBox, fit: FlameSequence) -> Reference:
+        """``face`` (in ``box``), whose fit is ``fit`` (its first frame; camera in ``box``'s NDC), as
+        the reference of ``predict``."""
         feats, frame = face_features(face, box, self.names)
-        ref_feats, ref_frame = face_features(ref_face, ref_box, self.names)
-        delta = self.motion(torch.from_numpy(feats)[None], torch.from_numpy(ref_feats)[None])
-        out = apply_motion(delta, self.join(reference.select([0]), ref_frame[None]), self.n_expression)
-        parts = self.split(out, torch.from_numpy(frame)[None])
-        return FlameSequence(reference.shape.clone(), parts["expression"], parts["global_pose"], parts["jaw_pose"],
+        fit = fit.select([0])
+        rotation = np.eye(3) if face.pose is None else face_rotation(face)
+        return Reference(fit, torch.from_numpy(feats)[None], self.join(fit, frame[None]), rotation,
+                         batch_rodrigues(fit.global_pose))
+
+    @torch.no_grad()
+    def predict(self, face: FaceLandmarks, box: CropBox, ref: Reference, head: torch.Tensor | None = None) -> FlameSequence:
+        """``face``'s one-frame fit (camera in ``box``'s NDC): ``ref``'s (its shape kept) moved as
+        the network reads the two faces; ``head`` (1, 3) given is the head pose instead of the network's."""
+        feats, frame = face_features(face, box, self.names)
+        delta = self.motion(torch.from_numpy(feats)[None], ref.features)
+        parts = self.split(apply_motion(delta, ref.outputs, self.n_expression, head), torch.from_numpy(frame)[None])
+        return FlameSequence(ref.fit.shape.clone(), parts["expression"], parts["global_pose"], parts["jaw_pose"],
                              parts["eye_pose"], parts["camera"])
 
     @staticmethod
-    def head_rotation(face: FaceLandmarks, ref_face: FaceLandmarks, reference: FlameSequence) -> torch.Tensor:
-        """(1, 3) ``reference``'s head pose turned as MediaPipe's transformation matrices turned from
-        ``ref_face`` to ``face``: on real faces within a degree of the landmark fit, where the
+    def head_rotation(face: FaceLandmarks, ref: Reference) -> torch.Tensor:
+        """(1, 3) ``ref``'s head pose turned as MediaPipe's transformation matrices turned from
+        ``ref``'s face to ``face``: on real faces within a degree of the landmark fit, where the
         network, trained on renders, reads mouth motion as pitch."""
-        turn = torch.from_numpy(face_rotation(face) @ face_rotation(ref_face).T).float()
-        return matrix_to_axis_angle(turn[None] @ batch_rodrigues(reference.global_pose[:1]))
+        turn = torch.from_numpy(face_rotation(face) @ ref.rotation.T).float()
+        return matrix_to_axis_angle(turn[None] @ ref.pose)
 
     # -- files --------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

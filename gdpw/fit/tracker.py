@@ -33,12 +33,11 @@ from gdpw.flame.sequence import FRAME_FIELDS
 
 from .detect import DetectedFace, FaceDetector, FaceLandmarks, MediaPipeDetector, pick_face
 from .fitter import FitConfig, LandmarkFitter, OneEuroFilter, Smoothing, smooth_fit, smoothing
-from .regressor import FlameRegressor, RegressorError
+from .regressor import FlameRegressor, Reference, RegressorError
 
 DECA_BATCH = 16
 SOLVE_STEPS = 1  # Gauss-Newton steps of the regressor's joint solve: from the previous frame's expression, one is as good as two (docs/real_follow.md)
 READ_PROGRESS = 500  # a video read by the regressor shows a progress bar from this many frames
-Anchor = tuple[FaceLandmarks, CropBox, FlameSequence]  # a regressor's reference: a frame's face, box and fit
 
 
 @dataclass(frozen=True)
@@ -227,14 +226,14 @@ class FaceTracker:
         return Track(boxes, params)
 
     def read(self, regressor: FlameRegressor, face: FaceLandmarks, box: CropBox, lmk: torch.Tensor, iris: torch.Tensor,
-             observed: torch.Tensor | None, anchor: Anchor, last: FlameSequence, iterations: int = 0) -> FlameSequence:
+             observed: torch.Tensor | None, anchor: Reference, last: FlameSequence, iterations: int = 0) -> FlameSequence:
         """One frame (``lmk`` (1, 68, 2), ``iris`` (1, 2, 2) in ``box``'s NDC) read by ``regressor``
-        against ``anchor`` (a reference frame's face, box and fit): jaw, eyes and camera from the
-        network; from MediaPipe's turn and ``last``'s expression (the previous frame's), expression,
-        head pose and camera solved together on the landmarks (``SOLVE_STEPS`` Gauss-Newton steps of
-        ``LandmarkFitter.solve``), then ``iterations`` L-BFGS steps."""
-        fit = regressor.predict(face, box, *anchor)  # its jaw, eyes and camera are kept
-        fit = fit.replace(global_pose=regressor.head_rotation(face, anchor[0], anchor[2]), expression=last.expression.clone())
+        against ``anchor`` (a reference frame, ``FlameRegressor.reference``): jaw, eyes and camera
+        from the network; from MediaPipe's turn and ``last``'s expression (the previous frame's),
+        expression, head pose and camera solved together on the landmarks (``SOLVE_STEPS``
+        Gauss-Newton steps of ``LandmarkFitter.solve``), then ``iterations`` L-BFGS steps."""
+        fit = regressor.predict(face, box, anchor, head=regressor.head_rotation(face, anchor))  # its jaw, eyes and camera are kept
+        fit = fit.replace(expression=last.expression.clone())
         fit = self.fitter.solve(lmk, iris, fit, observed, pose=True, iterations=SOLVE_STEPS)
         if iterations > 0:
             fit = self.fitter.refine(lmk, iris, fit, iterations, observed=observed)
@@ -249,7 +248,7 @@ class FaceTracker:
             frames = [self.fitter.key_frame_fit(lmk, iris, observed).select([0])]
         else:
             frames = [self.fitter.fit(lmk[:1], iris[:1], shape=shape, observed=obs[0])]
-        anchor = (faces[0], boxes[0], frames[0])
+        anchor = regressor.reference(faces[0], boxes[0], frames[0])
         for i in tqdm(range(1, len(faces)), desc="read", unit="frame", disable=len(faces) < READ_PROGRESS):
             frames.append(self.read(regressor, faces[i], boxes[i], lmk[i : i + 1], iris[i : i + 1], obs[i], anchor, frames[-1]))
         fit = FlameSequence.cat(frames)
@@ -312,7 +311,7 @@ class StreamTracker:
         self.reference: FlameSequence | None = None  # the first frame's (smoothed) fit
         self._box: CropBox | None = None
         self._last: FlameSequence | None = None  # the previous frame's raw fit (the warm start)
-        self._anchor: Anchor | None = None  # the reference's face, box and raw fit
+        self._anchor: Reference | None = None  # the reference frame as the regressor reads against it (its raw fit)
         self._time: float | None = None
         for f in self._filters.values():
             f.reset()
@@ -332,8 +331,8 @@ class StreamTracker:
         assert box is not None
         readable = face if isinstance(face, FaceLandmarks) and face.pose is not None else None  # what the regressor reads
         with t.timings.stage("fit"):
-            if fit is not None:  # the reference: its face kept for the regressor
-                self._anchor = None if readable is None else (readable, box, fit)
+            if fit is not None:  # the reference: made ready for the regressor
+                self._anchor = None if readable is None or self.regressor is None else self.regressor.reference(readable, box, fit)
             elif t.deca is not None:
                 fit = t._deca([frame], [lmk], [box], fps=1.0)
             else:

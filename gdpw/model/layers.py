@@ -112,7 +112,9 @@ class AntiAliasDownsample(nn.Module):
 
     The blur is evaluated at the kept samples only (a strided depthwise conv): the same values as
     blurring the whole map and slicing it, as the released code does, without the discarded work
-    (at 1/32 scale the full-resolution blur of a 256x256 map costs more than a decoder level).
+    (at 1/32 scale the full-resolution blur of a 256x256 map costs more than a decoder level). The
+    kernel's size is odd, so the released code's zero padding is the conv's own symmetric padding
+    (no padded copy of the map is made: on the CPU that copy cost more than the blur).
 
     The depthwise kernel is a persistent buffer named ``weight`` (the released checkpoints
     store it), initialised to the normalised Gaussian of ``gaussian_kernel_size``.
@@ -125,8 +127,7 @@ class AntiAliasDownsample(nn.Module):
         sigma, ksize = gaussian_kernel_size(scale)
         self.scale = scale
         self.stride = int(round(1.0 / scale))
-        self.pad_lo = ksize // 2
-        self.pad_hi = self.pad_lo - 1 if ksize % 2 == 0 else self.pad_lo
+        self.padding = ksize // 2  # on every side: ksize is odd
         coords = torch.arange(ksize, dtype=torch.float32) - (ksize - 1) / 2
         if sigma > 0:
             g1 = torch.exp(-(coords**2) / (2 * sigma**2))
@@ -139,5 +140,4 @@ class AntiAliasDownsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1.0:
             return x
-        out = F.pad(x, (self.pad_lo, self.pad_hi, self.pad_lo, self.pad_hi))
-        return F.conv2d(out, self.weight, stride=self.stride, groups=self.weight.shape[0])
+        return F.conv2d(x, self.weight, stride=self.stride, padding=self.padding, groups=self.weight.shape[0])

@@ -91,7 +91,7 @@ def render_driving(
     ``paint_stretch`` > 0 also gives the paint mask with that stretch (``paint_mask``), from the
     source mesh's coverage ``cover_s`` (1 or B, 1, H, W) when given (it is the same for every frame
     of a video), else rasterised here."""
-    frags_d = rasterize(verts_d, faces, size, cull)
+    frags_d = rasterize(verts_d, faces, size, cull, static)
     attrs_d = displacement_attrs(verts_s, verts_d)
     if embeds is not None:
         attrs_d = torch.cat([attrs_d, embeds.to(attrs_d).expand(verts_d.shape[0], -1, -1)], dim=-1)

@@ -134,7 +134,8 @@ def rasterize(
         # per triangle: planes of two barycentrics and of depth, as functions of pixel (x, y)
         planes = _planes(tri.index_select(0, ids))  # (K, 3, 3)
         ok = torch.isfinite(planes).all(dim=2).all(dim=1)
-        ids, planes = ids[ok], planes[ok]
+        if not bool(ok.all()):
+            ids, planes = ids[ok], planes[ok]
         x0 = xmin.index_select(0, ids).int()
         y0 = ymin.index_select(0, ids).int()
         bw = xmax.index_select(0, ids).int() - x0 + 1
@@ -146,9 +147,9 @@ def rasterize(
         row = local // cbw
         py = y0.index_select(0, cand) + row
         px = x0.index_select(0, cand) + (local - row * cbw)
-        flat_id = ids.index_select(0, cand)
-        keys, _ = _depth_keys(planes.index_select(0, cand), px, py, vp, flat_id, n_faces)
-        pix = (flat_id // n_faces) * (h * w) + (py * w + px)
+        image, face_id = ids.div(n_faces, rounding_mode="floor"), ids.remainder(n_faces)  # per kept triangle
+        keys, _ = _depth_keys(planes.index_select(0, cand), px, py, vp, face_id.index_select(0, cand))
+        pix = (image * (h * w)).index_select(0, cand) + (py * w + px)
         zbuf = torch.full((b * h * w,), _EMPTY, dtype=torch.long, device=device)
         zbuf.scatter_reduce_(0, pix, keys, reduce="amin")
         win_pix = (zbuf != _EMPTY).nonzero().squeeze(1)
@@ -171,21 +172,24 @@ def _triangles(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int],
     flat_faces = (faces.unsqueeze(0) + (torch.arange(b, device=verts.device) * verts.shape[1]).view(b, 1, 1)).view(-1, 3)
     tri = vp.reshape(-1, 3)[flat_faces]
     back = face_normals_z(tri) > 0
-    lo, hi = tri.amin(1), tri.amax(1)
+    xy = tri[..., :2]
+    lo = torch.minimum(torch.minimum(xy[:, 0], xy[:, 1]), xy[:, 2])
+    hi = torch.maximum(torch.maximum(xy[:, 0], xy[:, 1]), xy[:, 2])
     xmin = lo[:, 0].ceil().clamp(0, w - 1)
     xmax = hi[:, 0].floor().clamp(-1, w - 1)
     ymin = lo[:, 1].ceil().clamp(0, h - 1)
     ymax = hi[:, 1].floor().clamp(-1, h - 1)
-    keep = (xmax >= xmin) & (ymax >= ymin) & (hi[:, 0] >= 0) & (lo[:, 0] <= w - 1) & (hi[:, 1] >= 0) & (lo[:, 1] <= h - 1)
+    # a box wholly left of or above the image is empty already (its max clamps to -1 below its min)
+    keep = (xmax >= xmin) & (ymax >= ymin) & (lo[:, 0] <= w - 1) & (lo[:, 1] <= h - 1)
     if cull == "before":
         keep &= ~back
     return vp, tri, back, (xmin, xmax, ymin, ymax), keep
 
 
-def _depth_keys(cp: torch.Tensor, px: torch.Tensor, py: torch.Tensor, vp: torch.Tensor, flat_id: torch.Tensor,
-                n_faces: int, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _depth_keys(cp: torch.Tensor, px: torch.Tensor, py: torch.Tensor, vp: torch.Tensor, face_id: torch.Tensor,
+                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """z-buffer keys of candidate (triangle, pixel) pairs: the quantised depth above the triangle
-    id where the pixel centre is inside (and ``valid``), empty elsewhere; and the inside mask."""
+    id (in its mesh) where the pixel centre is inside (and ``valid``), empty elsewhere; and the inside mask."""
     vals = torch.addcmul(cp[:, :, 2], cp[:, :, 0], px.to(vp.dtype)[:, None])
     vals.addcmul_(cp[:, :, 1], py.to(vp.dtype)[:, None])  # (N, 3): w0, w1, z
     inside = (vals[:, 0] >= 0) & (vals[:, 1] >= 0) & (vals[:, 0] + vals[:, 1] <= 1)
@@ -193,7 +197,7 @@ def _depth_keys(cp: torch.Tensor, px: torch.Tensor, py: torch.Tensor, vp: torch.
         inside &= valid
     zlo, zhi = vp[..., 2].min(), vp[..., 2].max()
     q = ((vals[:, 2] - zlo) * ((_DEPTH_LEVELS - 1) / (zhi - zlo).clamp_min(1e-12))).clamp(0, _DEPTH_LEVELS - 1).long()
-    return torch.where(inside, (q << _FACE_BITS) | (flat_id % n_faces), _EMPTY), inside
+    return torch.where(inside, (q << _FACE_BITS) | face_id, _EMPTY), inside
 
 
 def _visible(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int, int], face: torch.Tensor, batch: torch.Tensor,
@@ -232,7 +236,7 @@ def _rasterize_static(verts: torch.Tensor, faces: torch.Tensor, size: tuple[int,
         row = local // cbw
         py = y0.index_select(0, cand) + row
         px = x0.index_select(0, cand) + (local - row * cbw)
-        keys, inside = _depth_keys(planes.index_select(0, cand), px, py, vp, cand, n_faces, valid=slot < ends[-1])
+        keys, inside = _depth_keys(planes.index_select(0, cand), px, py, vp, cand % n_faces, valid=slot < ends[-1])
         pix = torch.where(inside, (cand // n_faces) * (h * w) + (py * w + px).clamp(0, h * w - 1), 0)
         zbuf = torch.full((b * h * w,), _EMPTY, dtype=torch.long, device=device)
         zbuf.scatter_reduce_(0, pix, keys, reduce="amin")
