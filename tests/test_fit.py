@@ -113,7 +113,7 @@ def test_one_euro_filter_per_element_and_the_streams_slow_scale() -> None:
     """Cutoffs per element: a step in all three camera values, the scale (cutoff 0.3 Hz, no speed
     term) is still far from it half a second later while the translation (1.5 Hz and the speed
     term) is nearly there. A live stream of gdpw's recipe filters its cameras so."""
-    from gdpw.fit import FaceTracker
+    from gdpw.fit import FaceTracker, TrackConfig
     from gdpw.flame import FLAME
 
     f = OneEuroFilter(25, torch.tensor([0.3, 1.5, 1.5]), torch.tensor([0.0, 0.3, 0.3]))
@@ -121,9 +121,14 @@ def test_one_euro_filter_per_element_and_the_streams_slow_scale() -> None:
     assert out[-1, 0] < 0.7 and (out[-1, 1:] > 0.9).all()
     assert torch.equal(OneEuroFilter(25, torch.full((3,), 1.5), 0.3)(out), OneEuroFilter(25, 1.5, 0.3)(out))
     tracker = FaceTracker(FLAME())
-    camera = tracker.stream()._filters["camera"]
+    stream = tracker.stream()
+    camera = stream._filters["camera"]
     assert isinstance(camera.min_cutoff, torch.Tensor) and camera.min_cutoff[0] == FitConfig().stream_scale_cutoff
+    assert camera.min_cutoff[1] == stream._filters["expression"].min_cutoff == FitConfig().stream_min_cutoff != 1.5
     tracker.close()
+    explicit = FaceTracker(FLAME(), TrackConfig(fit=FitConfig(smooth_min_cutoff=1.0)))  # an explicit cutoff wins
+    assert explicit.stream()._filters["expression"].min_cutoff == 1.0
+    explicit.close()
 
 
 def test_rotation_helpers_roundtrip() -> None:

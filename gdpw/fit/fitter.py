@@ -40,6 +40,7 @@ class FitConfig:
     iris_weight: float = 1.0  # weight of the iris centres (gaze)
     blendshape_weight: float = 3e-3  # pull of expression and jaw towards MediaPipe's blendshapes (the head's map)
     stream_scale_cutoff: float = 0.3  # live streams (gdpw's recipe): One-Euro cutoff (Hz) of the camera's scale, no speed term; 0: as the rest
+    stream_min_cutoff: float = 2.25  # live streams (gdpw's recipe): One-Euro cutoff (Hz) of the other parameters, unless smooth_min_cutoff is set (the recipe's 1.5 lags more: docs/real_follow.md)
     smooth_min_cutoff: float | None = None  # One-Euro cutoff; default: the crop recipe's; 0 disables smoothing
     smooth_beta: float | None = None  # One-Euro speed coefficient; default: the crop recipe's
 

@@ -282,8 +282,9 @@ class StreamTracker:
     the head turned as MediaPipe's transformation matrices turned, expression, head pose and camera
     then solved together on the landmarks from the previous frame's expression), then
     ``iterations`` L-BFGS steps (default ``REGRESSOR_ITERATIONS``). Fits are smoothed by a
-    One-Euro filter that sees only the past (time from the frames' own timestamps), the camera's
-    scale (how near the head is) by a slower one of its own (``FitConfig.stream_scale_cutoff``).
+    One-Euro filter that sees only the past (time from the frames' own timestamps; in gdpw's recipe
+    at ``FitConfig.stream_min_cutoff``), the camera's scale (how near the head is) by a slower one
+    of its own (``FitConfig.stream_scale_cutoff``).
     ``reset`` makes the next frame the reference.
 
         stream = tracker.stream()
@@ -298,11 +299,11 @@ class StreamTracker:
         self.regressor = tracker.regressor if regressor and tracker.deca is None else None
         default = self.REGRESSOR_ITERATIONS if self.regressor is not None else self.FITTING_ITERATIONS
         self.iterations = default if iterations is None else iterations
-        s = tracker.smoothing
-        self._filters = {k: OneEuroFilter(1.0, s.min_cutoff, s.beta) for k in FRAME_FIELDS} if s.min_cutoff > 0 else {}
-        scale_cutoff = tracker.cfg.fit.stream_scale_cutoff  # the config's: a DECA stream has no fitter
-        if self._filters and not s.per_frame and scale_cutoff > 0:  # the camera's scale: its own cutoff, no speed term
-            self._filters["camera"] = OneEuroFilter(1.0, torch.tensor([scale_cutoff, s.min_cutoff, s.min_cutoff]),
+        s, fit_cfg = tracker.smoothing, tracker.cfg.fit  # the config's: a DECA stream has no fitter
+        cutoff = fit_cfg.stream_min_cutoff if not s.per_frame and fit_cfg.smooth_min_cutoff is None else s.min_cutoff
+        self._filters = {k: OneEuroFilter(1.0, cutoff, s.beta) for k in FRAME_FIELDS} if cutoff > 0 else {}
+        if self._filters and not s.per_frame and fit_cfg.stream_scale_cutoff > 0:  # the camera's scale: its own cutoff, no speed term
+            self._filters["camera"] = OneEuroFilter(1.0, torch.tensor([fit_cfg.stream_scale_cutoff, cutoff, cutoff]),
                                                     torch.tensor([0.0, s.beta, s.beta]))
         self.reset()
 
