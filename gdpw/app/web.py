@@ -17,7 +17,7 @@ import numpy as np
 
 from gdpw.common.images import fit_within
 from gdpw.data.video import MAX_IMAGE_SIDE
-from gdpw.pipeline import AnimateConfig, Animator, EditSpec, apply_edit
+from gdpw.pipeline import AnimateConfig, Animator, EditSpec, apply_edit, stream_frames
 from gdpw.pipeline.live import LiveConfig, LiveSession
 
 N_EXPRESSION_SLIDERS = 4
@@ -133,14 +133,14 @@ def run_animation(state: AppState, source: np.ndarray, driving: str | None, moti
         cut, fps = len(clip.params) > MAX_FRAMES, clip.fps
         clip.params = clip.params.select(slice(0, MAX_FRAMES))
         batches = animator.animate_motion_stream(image, clip, motion=mode, crops=False)  # type: ignore[arg-type]
-        write_video(out, (frame for batch, _ in batches for frame in batch), clip.fps)
+        write_video(out, stream_frames(batches), clip.fps)
     else:
         assert driving is not None
         frames, info = read_video(driving, max_frames=MAX_FRAMES + 1)
         cut, fps, frames = len(frames) > MAX_FRAMES, info.fps, frames[:MAX_FRAMES]
         batches = animator.animate_stream(image, list(frames), fps=info.fps, motion=mode, side_by_side=side_by_side,  # type: ignore[arg-type]
                                           crops=False)  # the frames alone: no crops made
-        write_video(out, (frame for batch, _ in batches for frame in batch), info.fps,
+        write_video(out, stream_frames(batches), info.fps,
                     audio_from=driving if info.has_audio else None)
     note = f"The driver was cut to its first {MAX_FRAMES} frames ({MAX_FRAMES / fps:.1f} s); gdpw animate has no limit." if cut else None
     return out, note

@@ -319,7 +319,7 @@ def _save_image(frames: np.ndarray, path: Path) -> None:
 
 def cmd_edit(args: argparse.Namespace) -> None:
     from gdpw.data.video import read_image, write_video
-    from gdpw.pipeline import Animator, apply_edit, parse_sweep, sweep
+    from gdpw.pipeline import Animator, apply_edit, parse_sweep, stream_frames, sweep
 
     spec = _edit_spec(args)
     out = check_output(args.output, [args.source, args.json, args.save_motion])
@@ -338,7 +338,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
             name, start, stop, steps = swept
             target = sweep(source.fit, spec, name, start, stop, steps, animator.recipe)
             batches = animator.animate_fit_stream(source, target, crops=False)
-            n = write_video(out, (frame for frames, _ in batches for frame in frames), args.fps)
+            n = write_video(out, stream_frames(batches), args.fps)
             print(f"wrote {out}: {n}-frame {name} sweep")
         else:
             target = apply_edit(source.fit, spec, convention=animator.recipe)

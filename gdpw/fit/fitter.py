@@ -389,10 +389,12 @@ class Smoothing:
 RECIPE_SMOOTHING = {"gdpw": Smoothing(1.5, 0.3, per_frame=False), "official": Smoothing(0.5, 0.0, per_frame=True)}
 
 
-def smoothing(cfg: FitConfig, recipe: str) -> Smoothing:
-    """The recipe's smoothing with the config's explicit values on top."""
+def smoothing(cfg: FitConfig, recipe: str, stream: bool = False) -> Smoothing:
+    """The recipe's smoothing with the config's explicit values on top; ``stream``: a live
+    stream's, whose cutoff in gdpw's recipe is ``cfg.stream_min_cutoff``."""
     base = RECIPE_SMOOTHING[recipe]
-    return Smoothing(base.min_cutoff if cfg.smooth_min_cutoff is None else cfg.smooth_min_cutoff,
+    cutoff = cfg.stream_min_cutoff if stream and not base.per_frame else base.min_cutoff
+    return Smoothing(cutoff if cfg.smooth_min_cutoff is None else cfg.smooth_min_cutoff,
                      base.beta if cfg.smooth_beta is None else cfg.smooth_beta, base.per_frame)
 
 

@@ -299,11 +299,11 @@ class StreamTracker:
         self.regressor = tracker.regressor if regressor and tracker.deca is None else None
         default = self.REGRESSOR_ITERATIONS if self.regressor is not None else self.FITTING_ITERATIONS
         self.iterations = default if iterations is None else iterations
-        s, fit_cfg = tracker.smoothing, tracker.cfg.fit  # the config's: a DECA stream has no fitter
-        cutoff = fit_cfg.stream_min_cutoff if not s.per_frame and fit_cfg.smooth_min_cutoff is None else s.min_cutoff
-        self._filters = {k: OneEuroFilter(1.0, cutoff, s.beta) for k in FRAME_FIELDS} if cutoff > 0 else {}
+        fit_cfg = tracker.cfg.fit  # the config's: a DECA stream has no fitter
+        s = smoothing(fit_cfg, tracker.recipe, stream=True)
+        self._filters = {k: OneEuroFilter(1.0, s.min_cutoff, s.beta) for k in FRAME_FIELDS} if s.min_cutoff > 0 else {}
         if self._filters and not s.per_frame and fit_cfg.stream_scale_cutoff > 0:  # the camera's scale: its own cutoff, no speed term
-            self._filters["camera"] = OneEuroFilter(1.0, torch.tensor([fit_cfg.stream_scale_cutoff, cutoff, cutoff]),
+            self._filters["camera"] = OneEuroFilter(1.0, torch.tensor([fit_cfg.stream_scale_cutoff, s.min_cutoff, s.min_cutoff]),
                                                     torch.tensor([0.0, s.beta, s.beta]))
         self.reset()
 

@@ -2,7 +2,7 @@
 
 from gdpw.common.crop import CropBox, crop, crop_box, paste_back
 
-from .animator import AnimateConfig, AnimationResult, Animator, Source, source_from_fit, transfer_motion
+from .animator import AnimateConfig, AnimationResult, Animator, Source, source_from_fit, stream_frames, transfer_motion
 from .edit import EditSpec, apply_edit, parse_components, parse_sweep, sweep
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "parse_sweep",
     "paste_back",
     "source_from_fit",
+    "stream_frames",
     "sweep",
     "transfer_motion",
 ]

@@ -459,6 +459,12 @@ class Animator:
             yield self.compose(source, made, outputs=[out]), made
 
 
+def stream_frames(batches: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> Iterator[np.ndarray]:
+    """The frames of a stream's batches (``animate_stream`` and the like: (frames, crops) each), one at a time."""
+    for frames, _ in batches:
+        yield from frames
+
+
 @torch.no_grad()
 def composite_in_frame(plan: PasteBack, frame: np.ndarray, out: GeneratorOutput, transfer: float = 1.0, index: int = 0,
                        into: np.ndarray | None = None) -> np.ndarray:
