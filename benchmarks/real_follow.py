@@ -122,7 +122,8 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def measure(animator, detector, source: np.ndarray, clip: Path, max_frames: int | None,  # type: ignore[no-untyped-def]
-            live: bool = False, live_cfg=None) -> dict[str, float]:
+            source_noise: float, live: bool = False, live_cfg=None) -> dict[str, float]:
+    """One pair's figures; ``source_noise``: the portrait's ``reading_noise`` (the same for all its drivers)."""
     from gdpw.data.video import read_video
     from gdpw.pipeline.live import LiveSession
 
@@ -148,7 +149,7 @@ def measure(animator, detector, source: np.ndarray, clip: Path, max_frames: int 
     drivers, shown = [d for d, _ in kept], [r for _, r in kept]
     return {"pose_err": pose_err, **corr, "expression": float(np.mean(list(corr.values()))), "sharpness": sharp,
             "jitter": high_frequency(shown) / high_frequency(drivers),
-            "jitter_floor": reading_noise(detector, source) / high_frequency(drivers), "wobble": scale_wobble(shown) / scale_wobble(drivers),
+            "jitter_floor": source_noise / high_frequency(drivers), "wobble": scale_wobble(shown) / scale_wobble(drivers),
             "kept": len(kept) / len(pairs), "fps": len(frames) / seconds}
 
 
@@ -185,6 +186,7 @@ def main() -> None:
             "| sharpness vs source | jitter vs driver | jitter floor | scale wobble vs driver | frames with faces | frames/s |")
     lines = [head, "|" + " --- |" * 14]
     rows = []
+    noise: dict[str, float] = {}
     cfg = AnimateConfig(checkpoint=args.checkpoint)
     cfg = cfg if args.detail is None else replace(cfg, detail=args.detail)
     cfg = cfg if args.blendshape_map is None else replace(cfg, head=replace(cfg.head, blendshape_map=args.blendshape_map))
@@ -194,7 +196,10 @@ def main() -> None:
     with Animator(cfg) as animator, MediaPipeDetector(max_faces=1) as detector:
         for name, source, clip in pairs:
             try:
-                m = measure(animator, detector, source(), clip, args.max_frames, args.live, live)
+                image = source()
+                if name not in noise:  # a portrait's own reading noise, once for all its drivers
+                    noise[name] = reading_noise(detector, image)
+                m = measure(animator, detector, image, clip, args.max_frames, noise[name], args.live, live)
             except Exception as err:  # reported in the table; the other pairs still run
                 lines.append(f"| {name} | {clip.stem} | failed: {type(err).__name__}: {err} |" + " |" * 11)
                 print(lines[-1], flush=True)
